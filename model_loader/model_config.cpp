@@ -1,0 +1,104 @@
+#include "model_loader/model_config.h"
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+#include "model_loader/gguf.h"
+
+namespace pagedllm {
+namespace {
+
+constexpr const char* kSupportedArchitectures = "llama";
+
+// Per-layer arrays (REFERENCE §3.2) are accepted when every layer has the same value, since this engine keeps
+// one shape for all layers.
+int64_t read_uniform_uint(const GgufFile& file, const std::string& key, int64_t n_layer, int64_t fallback) {
+  const GgufValue* v = file.find(key);
+  if (v == nullptr) return fallback;
+  if (v->type != GgufValueType::ARRAY) return static_cast<int64_t>(file.get_uint(key));
+  auto values = file.find_int_array(key);
+  if (!values || values->empty()) fail("{}: metadata key '{}' is an empty array", file.path(), key);
+  if (static_cast<int64_t>(values->size()) != n_layer) {
+    fail("{}: metadata key '{}' has {} entries, expected one per layer ({})", file.path(), key, values->size(),
+         n_layer);
+  }
+  for (int64_t x : *values) {
+    if (x != values->front()) {
+      fail("{}: metadata key '{}' varies across layers, which pagedllm does not support", file.path(), key);
+    }
+  }
+  return values->front();
+}
+
+}  // namespace
+
+ModelConfig read_model_config(const GgufFile& file) {
+  ModelConfig c;
+  const std::string& path = file.path();
+  auto arch = file.find_string("general.architecture");
+  if (!arch) fail("{}: metadata key 'general.architecture' is missing", path);
+  c.architecture = *arch;
+  if (c.architecture != "llama") {
+    fail("{}: unsupported architecture '{}' (supported: {})", path, c.architecture, kSupportedArchitectures);
+  }
+  const std::string p = c.architecture + ".";
+  c.name = file.find_string("general.name").value_or("");
+  c.n_ctx_train = static_cast<int64_t>(file.get_uint(p + "context_length"));
+  c.n_embd = static_cast<int64_t>(file.get_uint(p + "embedding_length"));
+  c.n_layer = static_cast<int64_t>(file.get_uint(p + "block_count"));
+  if (c.n_layer <= 0 || c.n_layer > 512) fail("{}: {}block_count is {} (must be 1..512)", path, p, c.n_layer);
+  c.n_ff = read_uniform_uint(file, p + "feed_forward_length", c.n_layer, 0);
+  c.n_head = read_uniform_uint(file, p + "attention.head_count", c.n_layer, 0);
+  c.n_head_kv = read_uniform_uint(file, p + "attention.head_count_kv", c.n_layer, c.n_head);
+  if (c.n_embd <= 0) fail("{}: {}embedding_length is {}", path, p, c.n_embd);
+  if (c.n_head <= 0) fail("{}: {}attention.head_count is missing or 0", path, p);
+  if (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0) {
+    fail("{}: n_head_kv {} must be positive and divide n_head {}", path, c.n_head_kv, c.n_head);
+  }
+  if (c.n_ff <= 0) fail("{}: {}feed_forward_length is missing or 0", path, p);
+  const int64_t default_head_dim = c.n_embd / c.n_head;
+  c.head_dim = static_cast<int64_t>(file.find_uint(p + "attention.key_length").value_or(default_head_dim));
+  const auto value_length = static_cast<int64_t>(file.find_uint(p + "attention.value_length").value_or(c.head_dim));
+  if (value_length != c.head_dim) {
+    fail("{}: key_length {} != value_length {} is not supported", path, c.head_dim, value_length);
+  }
+  if (c.head_dim <= 0 || c.head_dim % 2 != 0) fail("{}: head_dim {} must be positive and even", path, c.head_dim);
+  c.n_rot = static_cast<int64_t>(file.find_uint(p + "rope.dimension_count").value_or(c.head_dim));
+  if (c.n_rot != c.head_dim) fail("{}: rope.dimension_count {} must equal head_dim {} for llama", path, c.n_rot,
+                                  c.head_dim);
+  auto eps = file.find_float(p + "attention.layer_norm_rms_epsilon");
+  if (!eps) fail("{}: required metadata key '{}attention.layer_norm_rms_epsilon' is missing", path, p);
+  c.rms_eps = static_cast<float>(*eps);
+  c.rope_freq_base = static_cast<float>(file.find_float(p + "rope.freq_base").value_or(10000.0));
+  c.rope_layout = RopeLayout::Norm;  // llama GGUFs have Q/K rows permuted for the NORM layout (REFERENCE §4.3)
+
+  const std::string scaling = file.find_string(p + "rope.scaling.type").value_or("linear");
+  auto factor = file.find_float(p + "rope.scaling.factor");
+  if (!factor) factor = file.find_float(p + "rope.scale_linear");
+  if (scaling == "none") {
+    c.rope_scaling = RopeScaling::None;
+  } else if (scaling == "linear" || scaling == "yarn") {
+    const double f = factor.value_or(0.0);
+    c.rope_freq_scale = f == 0.0 ? 1.0f : static_cast<float>(1.0 / f);
+    c.rope_scaling = scaling == "yarn" ? RopeScaling::Yarn
+                                       : (c.rope_freq_scale == 1.0f ? RopeScaling::None : RopeScaling::Linear);
+  } else {
+    fail("{}: unsupported {}rope.scaling.type '{}' (supported: none, linear, yarn)", path, p, scaling);
+  }
+  c.rope_attn_factor = static_cast<float>(file.find_float(p + "rope.scaling.attn_factor").value_or(1.0));
+  c.rope_original_context =
+      static_cast<int64_t>(file.find_uint(p + "rope.scaling.original_context_length").value_or(c.n_ctx_train));
+
+  if (file.find_uint(p + "expert_count").value_or(0) > 0) {
+    fail("{}: mixture-of-experts llama models are not supported", path);
+  }
+
+  const GgufTensorInfo* embd = file.find_tensor("token_embd.weight");
+  if (embd == nullptr) fail("{}: tensor 'token_embd.weight' is missing", path);
+  c.n_vocab = embd->ne[1];
+  c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
+  c.has_rope_freqs = file.find_tensor("rope_freqs.weight") != nullptr;
+  return c;
+}
+
+}  // namespace pagedllm
