@@ -1,0 +1,114 @@
+#include "cli/cli_support.h"
+
+#include <unistd.h>
+
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/error.h"
+
+namespace pagedllm::cli {
+
+std::string default_model_path() {
+  if (const char* env = std::getenv("PAGEDLLM_MODEL"); env != nullptr && *env != '\0') return env;
+  std::vector<std::filesystem::path> candidates;
+  // The binary lives in <repo>/build/pagedllm; the model in <repo>/models/.
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    candidates.push_back(exe.parent_path().parent_path() / "models" / kDefaultModelFile);
+    candidates.push_back(exe.parent_path() / "models" / kDefaultModelFile);
+  }
+  candidates.push_back(std::filesystem::path("models") / kDefaultModelFile);
+  for (const auto& path : candidates) {
+    if (std::filesystem::exists(path, ec)) return path.string();
+  }
+  fail("no -m given and the default model {} was not found (looked in {}); run scripts/setup.sh to install it, "
+       "or pass -m FILE", kDefaultModelFile, candidates.front().parent_path().string());
+}
+
+uint64_t parse_byte_size(const std::string& text, const std::string& flag) {
+  size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    fail("{} '{}' is not a size (examples: 1073741824, 512M, 2G)", flag, text);
+  }
+  std::string unit = text.substr(pos);
+  for (char& ch : unit) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  double multiplier = 0;
+  if (unit.empty() || unit == "B") multiplier = 1;
+  else if (unit == "K" || unit == "KB" || unit == "KIB") multiplier = 1024.0;
+  else if (unit == "M" || unit == "MB" || unit == "MIB") multiplier = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GB" || unit == "GIB") multiplier = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TB" || unit == "TIB") multiplier = 1024.0 * 1024 * 1024 * 1024;
+  else fail("{} '{}' has an unknown unit '{}' (use K, M, G or T)", flag, text, unit);
+  if (!std::isfinite(value) || value <= 0 || value * multiplier > 1.8e19) {
+    fail("{} '{}' must be a positive size", flag, text);
+  }
+  return static_cast<uint64_t>(value * multiplier);
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open: {}", path, std::strerror(errno));
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) fail("{}: read error", path);
+  return buffer.str();
+}
+
+void add_generation_flags(CLI::App& cmd, GenerationFlags& flags) {
+  cmd.add_option("-m,--model", flags.model_path, "GGUF model file (default: the SmolLM2-135M-Instruct that "
+                                                 "scripts/setup.sh installs, or $PAGEDLLM_MODEL)");
+  cmd.add_option("--temp", flags.sampling.temperature, "Temperature; 0 = greedy")->capture_default_str();
+  cmd.add_option("--top-k", flags.sampling.top_k, "Top-k sampling; 0 = off")->capture_default_str();
+  cmd.add_option("--top-p", flags.sampling.top_p, "Top-p (nucleus) sampling; 1 = off")->capture_default_str();
+  cmd.add_option("--min-p", flags.sampling.min_p, "Min-p sampling; 0 = off")->capture_default_str();
+  cmd.add_option("--repeat-penalty", flags.sampling.repeat_penalty, "Penalty for repeated tokens; 1 = off")
+      ->capture_default_str();
+  cmd.add_option("--repeat-last-n", flags.sampling.repeat_last_n, "Window of tokens the penalty looks at; -1 = all")
+      ->capture_default_str();
+  cmd.add_option("--frequency-penalty", flags.sampling.frequency_penalty, "Frequency penalty")->capture_default_str();
+  cmd.add_option("--presence-penalty", flags.sampling.presence_penalty, "Presence penalty")->capture_default_str();
+  cmd.add_option("-s,--seed", flags.seed, "RNG seed for reproducible sampling (-1 = random)")->capture_default_str();
+  cmd.add_option("-t,--threads", flags.n_threads, "CPU threads (default: all cores)");
+  cmd.add_option("-c,--ctx-size", flags.n_ctx, "Most tokens one sequence may hold (default: the model's context)");
+  cmd.add_option("--block-size", flags.block_size, "Tokens per KV cache block")->capture_default_str();
+  cmd.add_option("--kv-mem", flags.kv_mem, "Memory for the K/V pools, e.g. 512M (default: enough for the context)");
+  cmd.add_option("--kv-type", flags.kv_type, "Element type of the K/V cache: f16 or f32")->capture_default_str();
+}
+
+SamplingParams sampling_from_flags(const GenerationFlags& flags) {
+  SamplingParams params = flags.sampling;
+  if (flags.seed < -1) fail("--seed {} is invalid (use -1 for random, or a non-negative number)", flags.seed);
+  params.seed = flags.seed == -1 ? kRandomSeed : static_cast<uint64_t>(flags.seed);
+  validate_sampling_params(params);
+  return params;
+}
+
+EngineConfig engine_config_from_flags(const GenerationFlags& flags) {
+  EngineConfig config;
+  if (flags.n_threads < 0 || flags.n_threads > 1024) fail("--threads {} is out of range (1..1024)", flags.n_threads);
+  if (flags.n_ctx < 0) fail("--ctx-size {} must be positive", flags.n_ctx);
+  if (flags.block_size < 1 || flags.block_size > 1024) {
+    fail("--block-size {} is out of range (1..1024)", flags.block_size);
+  }
+  config.n_threads = flags.n_threads;
+  config.n_ctx = flags.n_ctx;
+  config.block_size = flags.block_size;
+  if (!flags.kv_mem.empty()) config.kv_mem_bytes = parse_byte_size(flags.kv_mem, "--kv-mem");
+  if (flags.kv_type == "f16") config.kv_dtype = KvDtype::F16;
+  else if (flags.kv_type == "f32") config.kv_dtype = KvDtype::F32;
+  else fail("--kv-type '{}' is not supported (use f16 or f32)", flags.kv_type);
+  return config;
+}
+
+}  // namespace pagedllm::cli

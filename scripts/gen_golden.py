@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Writes tests/golden/<model>.json from llama.cpp itself (PyPI llama-cpp-python, which builds llama.cpp from source).
+
+For each prompt: the prompt's token ids as llama.cpp tokenizes them (BOS added per the model, special tokens parsed),
+then STEPS greedy steps, each with the chosen id and the top-5 (id, logit) pairs of that step's logits. Generation
+does not stop at end-of-generation tokens, so every case has exactly STEPS steps.
+
+    python3 -m venv /tmp/llamaenv && /tmp/llamaenv/bin/pip install llama-cpp-python==0.3.36
+    /tmp/llamaenv/bin/python scripts/gen_golden.py            # then commit tests/golden/*.json
+
+The C++ test tests/test_golden.cpp reads these files; CI needs no Python.
+"""
+import json
+import os
+import sys
+
+import llama_cpp
+from llama_cpp import Llama
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 40
+
+MODELS = {
+    "stories260K": {
+        "path": os.path.join(ROOT, "..", "shared", "models", "stories260K.gguf"),
+        "file": "stories260K.gguf",
+        "location": "shared",
+        "prompts": ["", "Once upon a time", "The little dog was sad because", "Lily and Ben went to the park. They"],
+    },
+    "smollm2-135m-instruct-q4_1": {
+        "path": os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "location": "models",
+        "prompts": [
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n",
+            "The history of the printing press begins",
+            "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+            "<|im_start|>user\nList three colours of the rainbow.<|im_end|>\n<|im_start|>assistant\n",
+        ],
+    },
+}
+
+
+def top5(logits):
+    order = sorted(range(len(logits)), key=lambda i: -logits[i])[:5]
+    return [[int(i), float(logits[i])] for i in order]
+
+
+def generate(name, spec):
+    llm = Llama(model_path=spec["path"], n_ctx=512, n_batch=512, n_threads=2, logits_all=True, verbose=False,
+                seed=0)
+    cases = []
+    for prompt in spec["prompts"]:
+        llm.reset()
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        llm.eval(tokens)
+        steps = []
+        for _ in range(STEPS):
+            logits = list(llm.scores[llm.n_tokens - 1])
+            best = max(range(len(logits)), key=lambda i: logits[i])
+            steps.append({"token": int(best), "top5": top5(logits)})
+            llm.eval([best])
+        cases.append({"prompt": prompt, "prompt_tokens": [int(t) for t in tokens], "steps": steps})
+    return {
+        "model": spec["file"],
+        "model_location": spec["location"],
+        "generator": "scripts/gen_golden.py",
+        "reference": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
+        "settings": "CPU, n_ctx 512, n_batch 512, F16 KV cache, greedy argmax, BOS added, special tokens parsed",
+        "cases": cases,
+    }
+
+
+def main():
+    out_dir = os.path.join(ROOT, "tests", "golden")
+    os.makedirs(out_dir, exist_ok=True)
+    for name, spec in MODELS.items():
+        if not os.path.exists(spec["path"]):
+            sys.exit(f"missing model {spec['path']} (run scripts/setup.sh)")
+        data = generate(name, spec)
+        path = os.path.join(out_dir, f"{name}.json")
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        print(f"wrote {path}: {len(data['cases'])} cases x {STEPS} steps")
+
+
+if __name__ == "__main__":
+    main()
