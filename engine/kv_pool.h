@@ -1,0 +1,66 @@
+#pragma once
+// The CPU backend's K/V storage: per layer, a K pool and a V pool of [num_blocks, block_size, n_head_kv, head_dim]
+// elements in F16 (the default, half the memory and bandwidth) or F32. Physical slot s (from KvCacheManager) is
+// row s of the [num_blocks * block_size, n_head_kv, head_dim] view. Written through the batch's slot mapping,
+// read by the attention kernels through the block tables.
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/kv_cache.h"
+#include "kernels/common/kv_dtype.h"
+
+namespace pagedllm {
+
+struct KvShape {
+  int n_layer = 0;
+  int n_head_kv = 0;
+  int head_dim = 0;
+};
+
+// Bytes one block takes across all layers, K and V together.
+size_t kv_bytes_per_block(const KvShape& shape, int block_size, KvDtype dtype);
+// How many blocks fit in `budget_bytes` (0 when not even one does; the caller reports that).
+int kv_blocks_for_budget(size_t budget_bytes, const KvShape& shape, int block_size, KvDtype dtype);
+
+class KvPool {
+ public:
+  // Throws pagedllm::Error for a non-positive dimension or when the memory cannot be allocated.
+  KvPool(const KvShape& shape, int num_blocks, int block_size, KvDtype dtype = KvDtype::F16);
+
+  // Stores the K and V rows of n new tokens at their slots. k, v: [n_tokens, n_head_kv, head_dim];
+  // slot_mapping: [n_tokens].
+  void write(int layer, const float* k, const float* v, std::span<const int32_t> slot_mapping);
+  // Copies one block (every layer, K and V): the copy-on-write the cache manager recorded.
+  void copy_block(int32_t src, int32_t dst);
+  void apply_copies(std::span<const BlockCopy> copies);  // in order: a later copy may overwrite an earlier source
+
+  // [num_blocks, block_size, n_head_kv, head_dim] of dtype(): what AttentionArgs::k_pool / v_pool take.
+  const void* k_data(int layer) const { return storage_.data() + layer_offset(layer, 0); }
+  const void* v_data(int layer) const { return storage_.data() + layer_offset(layer, 1); }
+  // One slot's K or V rows widened to f32, for tests and debugging. out: [n_head_kv, head_dim].
+  void read_k(int layer, int32_t slot, float* out) const { read(layer, 0, slot, out); }
+  void read_v(int layer, int32_t slot, float* out) const { read(layer, 1, slot, out); }
+
+  size_t size_bytes() const { return storage_.size(); }
+  KvDtype dtype() const { return dtype_; }
+  int num_blocks() const { return num_blocks_; }
+  int block_size() const { return block_size_; }
+  const KvShape& shape() const { return shape_; }
+
+ private:
+  size_t slot_elements() const { return static_cast<size_t>(shape_.n_head_kv) * static_cast<size_t>(shape_.head_dim); }
+  size_t pool_bytes() const;  // one layer's K (or V) pool
+  size_t layer_offset(int layer, int which) const { return (static_cast<size_t>(layer) * 2 + which) * pool_bytes(); }
+  void check_slot(int32_t slot) const;
+  void read(int layer, int which, int32_t slot, float* out) const;
+
+  KvShape shape_;
+  int num_blocks_;
+  int block_size_;
+  KvDtype dtype_;
+  std::vector<uint8_t> storage_;  // [n_layer, 2 (K, V), num_blocks, block_size, n_head_kv, head_dim] of dtype_
+};
+
+}  // namespace pagedllm
