@@ -1,0 +1,115 @@
+// Acceptance for the tokenizers: every vocabulary in shared/tokenizer-tests encodes every one of its test strings
+// to exactly the ids llama.cpp produced (the .out files), with add_special = false and parse_special = false.
+// The expected ids are read from the files; none are written here.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "model_loader/gguf.h"
+#include "tokenizer/tokenizer.h"
+
+namespace {
+
+const std::filesystem::path kVectorDir = std::filesystem::path(PAGEDLLM_SHARED_DIR) / "tokenizer-tests";
+
+std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  REQUIRE_MESSAGE(in.good(), "cannot open ", path.string());
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  return contents.str();
+}
+
+// The .inp format: each test string is followed by "\n__ggml_vocab_test__\n"; the piece after the last separator
+// is empty and not a test.
+std::vector<std::string> split_inputs(const std::string& text) {
+  static const std::string kSeparator = "\n__ggml_vocab_test__\n";
+  std::vector<std::string> inputs;
+  size_t position = 0;
+  while (true) {
+    const size_t next = text.find(kSeparator, position);
+    if (next == std::string::npos) {
+      if (position < text.size()) inputs.push_back(text.substr(position));
+      break;
+    }
+    inputs.push_back(text.substr(position, next - position));
+    position = next + kSeparator.size();
+  }
+  return inputs;
+}
+
+// The .out format: one line of space-separated ids per test string.
+std::vector<std::vector<int32_t>> parse_outputs(const std::string& text) {
+  std::vector<std::vector<int32_t>> outputs;
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream numbers(line);
+    std::vector<int32_t> ids;
+    long long id;
+    while (numbers >> id) ids.push_back(static_cast<int32_t>(id));
+    outputs.push_back(std::move(ids));
+  }
+  return outputs;
+}
+
+std::vector<std::filesystem::path> vocabularies_with_vectors() {
+  std::vector<std::filesystem::path> found;
+  if (!std::filesystem::is_directory(kVectorDir)) return found;
+  for (const auto& entry : std::filesystem::directory_iterator(kVectorDir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() > 9 && name.ends_with(".gguf.inp")) {
+      found.push_back(entry.path().parent_path() / name.substr(0, name.size() - 4));
+    }
+  }
+  std::sort(found.begin(), found.end());
+  return found;
+}
+
+std::string printable(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20) out += fmt::format("\\x{:02x}", c);
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("every tokenizer test vector in shared/tokenizer-tests encodes to llama.cpp's ids") {
+  const auto vocabularies = vocabularies_with_vectors();
+  REQUIRE_MESSAGE(vocabularies.size() >= 5, "expected the 5 vocabularies with .inp/.out in ", kVectorDir.string());
+  for (const auto& gguf_path : vocabularies) {
+    const std::string name = gguf_path.filename().string();
+    SUBCASE(name.c_str()) {
+      const auto inputs = split_inputs(read_file(gguf_path.string() + ".inp"));
+      const auto expected = parse_outputs(read_file(gguf_path.string() + ".out"));
+      REQUIRE_MESSAGE(inputs.size() == expected.size(), name, ": ", inputs.size(), " inputs but ", expected.size(),
+                      " expected lines");
+      CHECK_MESSAGE(inputs.size() == 46, name, " has ", inputs.size(), " test strings");
+      const auto file = pagedllm::GgufFile::open(gguf_path.string());
+      const auto tokenizer = pagedllm::Tokenizer::from_gguf(*file);
+      size_t passed = 0;
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        const std::vector<int32_t> ids = tokenizer->encode(inputs[i], /*add_special=*/false, /*parse_special=*/false);
+        CHECK_MESSAGE(ids == expected[i], name, " #", i, " '", printable(inputs[i]), "'\n  got      [",
+                      fmt::format("{}", fmt::join(ids, " ")), "]\n  expected [",
+                      fmt::format("{}", fmt::join(expected[i], " ")), "]");
+        if (ids == expected[i]) ++passed;
+      }
+      MESSAGE(name, " (", tokenizer->model_name(), ", pre ", tokenizer->pre_tokenizer_name(), "): ", passed, "/",
+              inputs.size(), " match");
+    }
+  }
+}
