@@ -52,6 +52,8 @@ int default_thread_count() {
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads) {
   if (n_threads < 1) fail("thread count must be at least 1, got {}", n_threads);
+  share_claimed_ = std::make_unique<std::atomic<bool>[]>(static_cast<size_t>(n_threads));
+  for (int t = 0; t < n_threads; ++t) share_claimed_[t].store(true);  // nothing to claim before the first job
   workers_.reserve(static_cast<size_t>(n_threads - 1));
   for (int t = 1; t < n_threads; ++t) workers_.emplace_back([this, t] { worker_loop(t); });
 }
@@ -66,13 +68,13 @@ ThreadPool::~ThreadPool() {
   for (std::thread& worker : workers_) worker.join();
 }
 
-void ThreadPool::run_share(int thread_index) {
-  const int64_t begin = job_items_ * thread_index / n_threads_;
-  const int64_t end = job_items_ * (thread_index + 1) / n_threads_;
+void ThreadPool::run_share(int share) {
+  const int64_t begin = job_items_ * share / n_threads_;
+  const int64_t end = job_items_ * (share + 1) / n_threads_;
   if (begin >= end) return;
-  ThreadIndexScope scope(thread_index);
+  ThreadIndexScope scope(share);
   try {
-    (*job_)(begin, end, thread_index);
+    (*job_)(begin, end, share);
   } catch (...) {
     std::lock_guard lock(job_error_mutex_);
     if (!job_error_) job_error_ = std::current_exception();
@@ -91,11 +93,14 @@ void ThreadPool::parallel_for(int64_t n_items, const RangeFunction& fn) {
     return;
   }
   std::lock_guard caller_lock(callers_mutex_);
+  // Every share of the previous job has finished, so no thread reads the job fields while they change. The
+  // release stores of the claims publish them to whoever claims a share, even a worker still on an old generation.
   job_ = &fn;
   job_items_ = n_items;
   job_error_ = nullptr;
-  pending_workers_.store(n_threads_ - 1, std::memory_order_relaxed);
-  generation_.fetch_add(1, std::memory_order_seq_cst);  // publishes the job (release) to spinning workers
+  shares_left_.store(n_threads_ - 1, std::memory_order_relaxed);
+  for (int t = 1; t < n_threads_; ++t) share_claimed_[t].store(false, std::memory_order_release);
+  generation_.fetch_add(1, std::memory_order_seq_cst);
   // Pairs with the sleeper's increment-then-check: if it incremented before our bump it is told, otherwise its
   // check sees the bump. Taking the mutex orders the notify after its wait began.
   if (sleeping_workers_.load(std::memory_order_seq_cst) > 0) {
@@ -103,7 +108,13 @@ void ThreadPool::parallel_for(int64_t n_items, const RangeFunction& fn) {
     wake_.notify_all();
   }
   run_share(0);
-  for (uint32_t round = 0; pending_workers_.load(std::memory_order_acquire) != 0; ++round) cpu_relax(round);
+  for (int t = 1; t < n_threads_; ++t) {  // shares whose worker has not started yet
+    if (claim_share(t)) {
+      run_share(t);
+      shares_left_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+  for (uint32_t round = 0; shares_left_.load(std::memory_order_acquire) != 0; ++round) cpu_relax(round);
   job_ = nullptr;
   if (job_error_) std::rethrow_exception(job_error_);
 }
@@ -122,8 +133,12 @@ void ThreadPool::worker_loop(int thread_index) {
     }
     seen_generation = generation_.load(std::memory_order_acquire);
     if (stopping_.load()) return;
-    run_share(thread_index);
-    pending_workers_.fetch_sub(1, std::memory_order_release);
+    // A worker that wakes late may find its share taken by the caller, or already reset for a newer job; the
+    // claim decides, and job_ is read only after a successful one.
+    if (claim_share(thread_index)) {
+      run_share(thread_index);
+      shares_left_.fetch_sub(1, std::memory_order_release);
+    }
   }
 }
 

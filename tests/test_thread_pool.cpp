@@ -1,6 +1,6 @@
-// The thread pool: every item runs exactly once in the documented static ranges, on the documented thread
-// indices, exceptions reach the caller, nested calls run serially, and back-to-back jobs (spinning workers) and
-// jobs after a long pause (sleeping workers) both complete.
+// The thread pool: every item runs exactly once in the documented static shares under their own index, also
+// when threads outnumber cores and the caller takes shares over; exceptions reach the caller; nested calls run
+// serially; back-to-back jobs (spinning workers) and jobs after a long pause (sleeping workers) both complete.
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -37,14 +37,42 @@ TEST_CASE("parallel_for covers every item once with static ranges per thread") {
   }
 }
 
-TEST_CASE("the calling thread takes part as thread 0 and workers run on other threads") {
+TEST_CASE("the calling thread runs share 0 and workers run the other shares when it is busy") {
   ThreadPool pool(3);
   std::vector<std::thread::id> ids(3);
-  pool.parallel_for(3, [&](int64_t, int64_t, int thread_index) { ids[thread_index] = std::this_thread::get_id(); });
+  std::atomic<int> others_started{0};
+  pool.parallel_for(3, [&](int64_t, int64_t, int thread_index) {
+    ids[thread_index] = std::this_thread::get_id();
+    if (thread_index != 0) {
+      others_started += 1;
+      return;
+    }
+    // The caller only takes over shares after its own, so while it waits here shares 1 and 2 can only run on the
+    // workers. The deadline turns a pool whose workers never run into a failed check instead of a hang.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (others_started.load() < 2 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  });
   CHECK(ids[0] == std::this_thread::get_id());
   CHECK(ids[1] != ids[0]);
   CHECK(ids[2] != ids[0]);
   CHECK(ids[1] != ids[2]);
+}
+
+TEST_CASE("with far more threads than cores every share still runs exactly once, under its own index") {
+  // Most of the 64 workers are not scheduled when a job starts, so the caller takes over their shares.
+  ThreadPool pool(64);
+  for (int job = 0; job < 300; ++job) {
+    const int64_t n = 64 + job % 7;
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    std::vector<std::atomic<int>> share_runs(64);
+    pool.parallel_for(n, [&](int64_t begin, int64_t end, int thread_index) {
+      share_runs[thread_index] += 1;
+      CHECK(begin == n * thread_index / 64);
+      for (int64_t i = begin; i < end; ++i) hits[i] += 1;
+    });
+    for (int64_t i = 0; i < n; ++i) REQUIRE(hits[i].load() == 1);
+    for (int t = 0; t < 64; ++t) REQUIRE(share_runs[t].load() == 1);
+  }
 }
 
 TEST_CASE("an exception thrown on any thread reaches the caller and the pool keeps working") {
