@@ -78,7 +78,10 @@ size_t value_type_size(GgufValueType type) {
 
 bool valid_value_type(uint32_t id) { return id <= static_cast<uint32_t>(GgufValueType::FLOAT64); }
 
-GgufValue read_value(Cursor& cursor, GgufValueType type, const std::string& key, int depth);
+// `field` names the value in error messages; it is built once per key or array, not per element, because
+// vocabulary arrays hold hundreds of thousands of elements.
+GgufValue read_value(Cursor& cursor, GgufValueType type, const std::string& key, const std::string& field,
+                     int depth);
 
 GgufValue read_scalar(Cursor& cursor, GgufValueType type, const std::string& field) {
   GgufValue v;
@@ -125,14 +128,15 @@ GgufValue read_array(Cursor& cursor, const std::string& key, int depth) {
   v.array->elem_type = elem_type;
   v.array->items.reserve(count);
   for (uint64_t i = 0; i < count; ++i) {
-    v.array->items.push_back(read_value(cursor, elem_type, key, depth + 1));
+    v.array->items.push_back(read_value(cursor, elem_type, key, field, depth + 1));
   }
   return v;
 }
 
-GgufValue read_value(Cursor& cursor, GgufValueType type, const std::string& key, int depth) {
+GgufValue read_value(Cursor& cursor, GgufValueType type, const std::string& key, const std::string& field,
+                     int depth) {
   if (type == GgufValueType::ARRAY) return read_array(cursor, key, depth);
-  return read_scalar(cursor, type, fmt::format("value of metadata key '{}'", key));
+  return read_scalar(cursor, type, field);
 }
 
 uint64_t pad_to(uint64_t x, uint64_t alignment) { return (x + alignment - 1) / alignment * alignment; }
@@ -248,16 +252,19 @@ void GgufFile::parse() {
   }
 
   metadata_.reserve(static_cast<size_t>(kv_count));
+  size_t alignment_at = 0;  // where general.alignment's value lies, for error messages
   for (int64_t i = 0; i < kv_count; ++i) {
     const size_t key_at = cursor.offset();
     std::string key = cursor.read_string(fmt::format("key of metadata entry {}", i));
     const size_t type_at = cursor.offset();
+    if (key == "general.alignment") alignment_at = type_at + 4;
     const uint32_t type_id = cursor.read<uint32_t>(fmt::format("value type of metadata key '{}'", key));
     if (!valid_value_type(type_id)) {
       cursor.error_at(type_at, fmt::format("value type of metadata key '{}'", key),
                       fmt::format("unknown type id {} (valid: 0..12)", type_id));
     }
-    GgufValue value = read_value(cursor, static_cast<GgufValueType>(type_id), key, 0);
+    GgufValue value = read_value(cursor, static_cast<GgufValueType>(type_id), key,
+                                 fmt::format("value of metadata key '{}'", key), 0);
     if (metadata_index_.count(key) != 0) {
       cursor.error_at(key_at, "metadata key", fmt::format("duplicate key '{}'", key));
     }
@@ -267,12 +274,13 @@ void GgufFile::parse() {
 
   if (const GgufValue* alignment = find("general.alignment")) {
     if (alignment->type != GgufValueType::UINT32) {
-      fail("{}: metadata key 'general.alignment' has type {}, expected u32", path_,
-           value_type_name(alignment->type));
+      cursor.error_at(alignment_at, "metadata key 'general.alignment'",
+                      fmt::format("has type {}, expected u32", value_type_name(alignment->type)));
     }
     const auto a = static_cast<uint64_t>(alignment->integer);
     if (a == 0 || (a & (a - 1)) != 0) {
-      fail("{}: metadata key 'general.alignment' is {}, expected a non-zero power of two", path_, a);
+      cursor.error_at(alignment_at, "metadata key 'general.alignment'",
+                      fmt::format("is {}, expected a non-zero power of two", a));
     }
     alignment_ = static_cast<uint32_t>(a);
   }
@@ -356,13 +364,18 @@ void GgufFile::parse() {
     t.data = bytes_.data() + data_offset_ + t.offset;
   }
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return tensors_[a].offset < tensors_[b].offset; });
-  for (size_t i = 1; i < order.size(); ++i) {
-    const GgufTensorInfo& prev = tensors_[order[i - 1]];
-    const GgufTensorInfo& cur = tensors_[order[i]];
-    if (prev.offset + prev.n_bytes > cur.offset && cur.n_bytes > 0 && prev.n_bytes > 0) {
-      fail("{}: tensors '{}' and '{}' overlap in the data section (offsets {} and {}, first is {} bytes)", path_,
-           prev.name, cur.name, prev.offset, cur.offset, prev.n_bytes);
+  // Compare each non-empty tensor with the non-empty one reaching furthest before it: an empty tensor in between
+  // must not hide an overlap.
+  const GgufTensorInfo* furthest = nullptr;
+  for (size_t i : order) {
+    const GgufTensorInfo& cur = tensors_[i];
+    if (cur.n_bytes == 0) continue;
+    if (furthest != nullptr && furthest->offset + furthest->n_bytes > cur.offset) {
+      fail("{}: tensors '{}' and '{}' overlap in the data section (at byte offsets {} and {}, the first is {} "
+           "bytes)", path_, furthest->name, cur.name, data_offset_ + furthest->offset, data_offset_ + cur.offset,
+           furthest->n_bytes);
     }
+    if (furthest == nullptr || cur.offset + cur.n_bytes > furthest->offset + furthest->n_bytes) furthest = &cur;
   }
 }
 

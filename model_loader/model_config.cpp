@@ -1,5 +1,8 @@
 #include "model_loader/model_config.h"
 
+#include <cstdint>
+#include <utility>
+
 #include <fmt/format.h>
 
 #include "common/error.h"
@@ -51,11 +54,15 @@ ModelConfig read_model_config(const GgufFile& file) {
   c.n_head = read_uniform_uint(file, p + "attention.head_count", c.n_layer, 0);
   c.n_head_kv = read_uniform_uint(file, p + "attention.head_count_kv", c.n_layer, c.n_head);
   if (c.n_embd <= 0) fail("{}: {}embedding_length is {}", path, p, c.n_embd);
+  if (c.n_ctx_train <= 0) fail("{}: {}context_length is {} (must be positive)", path, p, c.n_ctx_train);
   if (c.n_head <= 0) fail("{}: {}attention.head_count is missing or 0", path, p);
   if (c.n_head_kv <= 0 || c.n_head % c.n_head_kv != 0) {
     fail("{}: n_head_kv {} must be positive and divide n_head {}", path, c.n_head_kv, c.n_head);
   }
   if (c.n_ff <= 0) fail("{}: {}feed_forward_length is missing or 0", path, p);
+  if (!file.has(p + "attention.key_length") && c.n_embd % c.n_head != 0) {
+    fail("{}: {}embedding_length {} is not a multiple of attention.head_count {}", path, p, c.n_embd, c.n_head);
+  }
   const int64_t default_head_dim = c.n_embd / c.n_head;
   c.head_dim = static_cast<int64_t>(file.find_uint(p + "attention.key_length").value_or(default_head_dim));
   const auto value_length = static_cast<int64_t>(file.find_uint(p + "attention.value_length").value_or(c.head_dim));
@@ -63,6 +70,15 @@ ModelConfig read_model_config(const GgufFile& file) {
     fail("{}: key_length {} != value_length {} is not supported", path, c.head_dim, value_length);
   }
   if (c.head_dim <= 0 || c.head_dim % 2 != 0) fail("{}: head_dim {} must be positive and even", path, c.head_dim);
+  // Limits far above any real model keep every derived size (q_dim, kv_dim, KV bytes per token) inside int64.
+  constexpr int64_t kMaxDimension = int64_t{1} << 20;
+  for (const auto& [what, value] : {std::pair<const char*, int64_t>{"embedding_length", c.n_embd},
+                                    {"feed_forward_length", c.n_ff},
+                                    {"attention.head_count", c.n_head},
+                                    {"head_dim (attention.key_length)", c.head_dim}}) {
+    if (value > kMaxDimension) fail("{}: {}{} is {} (at most {})", path, p, what, value, kMaxDimension);
+  }
+  if (c.n_ctx_train > INT32_MAX) fail("{}: {}context_length is {} (at most {})", path, p, c.n_ctx_train, INT32_MAX);
   c.n_rot = static_cast<int64_t>(file.find_uint(p + "rope.dimension_count").value_or(c.head_dim));
   if (c.n_rot != c.head_dim) fail("{}: rope.dimension_count {} must equal head_dim {} for llama", path, c.n_rot,
                                   c.head_dim);
@@ -95,6 +111,11 @@ ModelConfig read_model_config(const GgufFile& file) {
 
   const GgufTensorInfo* embd = file.find_tensor("token_embd.weight");
   if (embd == nullptr) fail("{}: tensor 'token_embd.weight' is missing", path);
+  // The vocabulary size comes from this tensor's shape, so the shape must be the one REFERENCE §4.1 gives.
+  if (embd->ne[0] != c.n_embd || embd->ne[1] <= 0 || embd->ne[2] != 1 || embd->ne[3] != 1) {
+    fail("{}: tensor 'token_embd.weight' has shape {}, expected [n_embd = {}, n_vocab]", path, embd->shape_string(),
+         c.n_embd);
+  }
   c.n_vocab = embd->ne[1];
   c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
   c.has_rope_freqs = file.find_tensor("rope_freqs.weight") != nullptr;

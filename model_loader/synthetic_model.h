@@ -1,0 +1,61 @@
+#pragma once
+// Synthetic llama-architecture models: real shapes (Llama-3-8B, Mistral-7B, ...) with random weights and a
+// minimal SentencePiece-style vocabulary, written by GgufWriter. Complete enough to load and run end to end, so
+// unit tests and benchmarks can use any shape without downloading anything.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model_loader/gguf_writer.h"
+#include "model_loader/tensor_types.h"
+
+namespace pagedllm {
+
+struct SyntheticModelSpec {
+  std::string name = "tiny";
+  int64_t n_vocab = 320;  // at least 259: <unk>, <s>, </s> and the 256 byte tokens
+  int64_t n_embd = 256;
+  int64_t n_layer = 2;
+  int64_t n_head = 4;
+  int64_t n_head_kv = 2;
+  int64_t n_ff = 512;
+  int64_t n_ctx = 512;
+  GgmlType weight_type = GgmlType::F32;  // 2-D weights; norms are always F32
+  bool tied_embeddings = false;           // no output.weight: the output projection reuses token_embd.weight
+  float rope_freq_base = 10000.0f;
+  float rms_eps = 1e-5f;
+  uint64_t seed = 42;
+
+  int64_t head_dim() const { return n_embd / n_head; }
+};
+
+// Presets with the real hyper-parameters: "llama-3-8b", "llama-2-7b", "mistral-7b", "smollm2-135m",
+// "tinyllama-1.1b", and "tiny" (a few MB, for unit tests). Unknown names are an Error listing the presets.
+SyntheticModelSpec synthetic_spec(std::string_view preset);
+std::vector<std::string> synthetic_presets();
+
+// Throws pagedllm::Error when the shape is unusable (heads not dividing, vocab too small, ...).
+void validate_synthetic_spec(const SyntheticModelSpec& spec);
+
+// The type a 2-D weight of `spec.weight_type` gets when its row length `ne0` is not a multiple of that type's
+// block size (e.g. SmolLM2's n_embd 576 with a K-quant), following llama.cpp's quantizer's fallbacks.
+GgmlType weight_type_for_row(GgmlType wanted, int64_t ne0);
+
+// The writer holding the whole model; tensor data is generated only when the writer writes, straight into its
+// output. Generation is deterministic in `spec.seed` (independent of thread count).
+GgufWriter synthetic_model_writer(const SyntheticModelSpec& spec);
+// Convenience: the file image in memory (peak memory about the file size).
+std::vector<uint8_t> build_synthetic_gguf(const SyntheticModelSpec& spec);
+// Streams the model to `path` (peak memory about the largest tensor); the file appears only when complete.
+void write_synthetic_gguf(const SyntheticModelSpec& spec, const std::string& path);
+
+// The vocabulary written into synthetic models: "<unk>", "<s>", "</s>", "<0x00>".."<0xFF>", "▁", then distinct
+// letter pieces ("a", "▁a", ..., "▁ab", ...) up to n_vocab. Every piece's prefixes are themselves pieces, so the
+// SPM merge procedure can reach each one.
+std::vector<std::string> synthetic_vocab(int64_t n_vocab);
+
+// Parameter count of the model the spec describes (all tensors, output.weight included unless tied).
+int64_t synthetic_parameter_count(const SyntheticModelSpec& spec);
+
+}  // namespace pagedllm

@@ -1,0 +1,255 @@
+// read_model_config on writer-made llama files: the derived shape (GQA/MQA/MHA), llama.cpp's defaults for absent
+// keys (REFERENCE.md §3.2), per-layer array forms, rope scaling, tied embeddings, and one clear Error per bad or
+// missing key.
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "model_loader/gguf.h"
+#include "model_loader/gguf_writer.h"
+#include "model_loader/model_config.h"
+#include "model_loader/synthetic_model.h"
+
+using namespace pagedllm;
+
+namespace {
+
+SyntheticModelSpec micro_spec() {
+  SyntheticModelSpec s;
+  s.name = "micro";
+  s.n_vocab = 260;
+  s.n_embd = 32;
+  s.n_layer = 2;
+  s.n_head = 4;
+  s.n_head_kv = 2;
+  s.n_ff = 64;
+  s.n_ctx = 128;
+  return s;
+}
+
+// Builds the micro model, lets `change` edit its writer, and reads the config back.
+ModelConfig config_after(const std::function<void(GgufWriter&)>& change, const SyntheticModelSpec& spec = micro_spec()) {
+  GgufWriter w = synthetic_model_writer(spec);
+  change(w);
+  const std::vector<uint8_t> image = w.to_bytes();
+  const auto file = GgufFile::from_memory(image, "config.gguf");
+  return read_model_config(*file);
+}
+
+void expect_config_error(const std::function<void(GgufWriter&)>& change, const std::vector<std::string>& expected) {
+  try {
+    config_after(change);
+    FAIL_CHECK("read_model_config accepted the file");
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    CAPTURE(message);
+    CHECK_MESSAGE(message.find("config.gguf") != std::string::npos, "message does not name the file");
+    for (const std::string& part : expected) {
+      CHECK_MESSAGE(message.find(part) != std::string::npos, "message lacks '" << part << "'");
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("the derived shape for MHA, GQA and MQA") {
+  struct Shape {
+    int64_t n_head, n_head_kv;
+  };
+  for (Shape shape : {Shape{4, 4}, Shape{4, 2}, Shape{8, 1}}) {
+    CAPTURE(shape.n_head);
+    CAPTURE(shape.n_head_kv);
+    SyntheticModelSpec spec = micro_spec();
+    spec.n_head = shape.n_head;
+    spec.n_head_kv = shape.n_head_kv;
+    const ModelConfig c = config_after([](GgufWriter&) {}, spec);
+    CHECK(c.architecture == "llama");
+    CHECK(c.name == "synthetic-micro");
+    CHECK(c.n_vocab == 260);
+    CHECK(c.n_embd == 32);
+    CHECK(c.n_layer == 2);
+    CHECK(c.n_ff == 64);
+    CHECK(c.n_ctx_train == 128);
+    CHECK(c.n_head == shape.n_head);
+    CHECK(c.n_head_kv == shape.n_head_kv);
+    CHECK(c.head_dim == 32 / shape.n_head);
+    CHECK(c.n_rot == c.head_dim);
+    CHECK(c.n_gqa() == shape.n_head / shape.n_head_kv);
+    CHECK(c.q_dim() == 32);
+    CHECK(c.kv_dim() == shape.n_head_kv * (32 / shape.n_head));
+    // K and V, every layer, F16: 2 * 2 layers * kv_dim * 2 bytes.
+    CHECK(c.kv_bytes_per_token(2) == 2 * 2 * c.kv_dim() * 2);
+    CHECK(c.rms_eps == doctest::Approx(1e-5));
+    CHECK(c.rope_layout == RopeLayout::Norm);
+    CHECK(c.rope_scaling == RopeScaling::None);
+    CHECK(c.rope_freq_scale == 1.0f);
+    CHECK_FALSE(c.tied_embeddings);
+    CHECK_FALSE(c.has_rope_freqs);
+  }
+}
+
+TEST_CASE("absent optional keys take llama.cpp's defaults") {
+  const ModelConfig c = config_after([](GgufWriter& w) {
+    CHECK(w.remove("llama.attention.head_count_kv"));
+    CHECK(w.remove("llama.rope.freq_base"));
+    CHECK(w.remove("llama.rope.dimension_count"));
+  });
+  CHECK(c.n_head_kv == c.n_head);  // MHA
+  CHECK(c.rope_freq_base == 10000.0f);
+  CHECK(c.n_rot == c.head_dim);
+  CHECK(c.rope_attn_factor == 1.0f);
+  CHECK(c.rope_original_context == c.n_ctx_train);
+}
+
+TEST_CASE("explicit key_length and a head count stored as i32 are accepted") {
+  const ModelConfig c = config_after([](GgufWriter& w) {
+    w.set("llama.attention.head_count", gguf_value::i32(4));
+    w.set_u32("llama.attention.key_length", 8);
+    w.set_u32("llama.attention.value_length", 8);
+  });
+  CHECK(c.n_head == 4);
+  CHECK(c.head_dim == 8);
+}
+
+TEST_CASE("per-layer array forms are accepted when uniform and rejected otherwise") {
+  const int32_t uniform[] = {64, 64};
+  CHECK(config_after([&](GgufWriter& w) { w.set("llama.feed_forward_length", gguf_value::i32_array(uniform)); })
+            .n_ff == 64);
+  const int32_t kv_heads[] = {2, 2};
+  CHECK(config_after([&](GgufWriter& w) { w.set("llama.attention.head_count_kv", gguf_value::i32_array(kv_heads)); })
+            .n_head_kv == 2);
+  const int32_t varying[] = {64, 128};
+  expect_config_error([&](GgufWriter& w) { w.set("llama.feed_forward_length", gguf_value::i32_array(varying)); },
+                      {"llama.feed_forward_length", "varies across layers"});
+  const int32_t three[] = {64, 64, 64};
+  expect_config_error([&](GgufWriter& w) { w.set("llama.feed_forward_length", gguf_value::i32_array(three)); },
+                      {"llama.feed_forward_length", "3 entries", "one per layer (2)"});
+  expect_config_error([&](GgufWriter& w) { w.set("llama.feed_forward_length", gguf_value::string_array({"64", "64"})); },
+                      {"llama.feed_forward_length", "expected an array of integers"});
+}
+
+TEST_CASE("rope scaling: linear, the legacy key, yarn, none") {
+  const ModelConfig linear = config_after([](GgufWriter& w) {
+    w.set_string("llama.rope.scaling.type", "linear");
+    w.set_f32("llama.rope.scaling.factor", 4.0f);
+  });
+  CHECK(linear.rope_scaling == RopeScaling::Linear);
+  CHECK(linear.rope_freq_scale == 0.25f);
+  const ModelConfig legacy = config_after([](GgufWriter& w) { w.set_f32("llama.rope.scale_linear", 2.0f); });
+  CHECK(legacy.rope_scaling == RopeScaling::Linear);
+  CHECK(legacy.rope_freq_scale == 0.5f);
+  const ModelConfig yarn = config_after([](GgufWriter& w) {
+    w.set_string("llama.rope.scaling.type", "yarn");
+    w.set_f32("llama.rope.scaling.factor", 8.0f);
+    w.set_u32("llama.rope.scaling.original_context_length", 64);
+    w.set_f32("llama.rope.scaling.attn_factor", 1.5f);
+  });
+  CHECK(yarn.rope_scaling == RopeScaling::Yarn);
+  CHECK(yarn.rope_freq_scale == 0.125f);
+  CHECK(yarn.rope_original_context == 64);
+  CHECK(yarn.rope_attn_factor == 1.5f);
+  const ModelConfig none = config_after([](GgufWriter& w) {
+    w.set_string("llama.rope.scaling.type", "none");
+    w.set_f32("llama.rope.scaling.factor", 4.0f);
+  });
+  CHECK(none.rope_scaling == RopeScaling::None);
+  CHECK(none.rope_freq_scale == 1.0f);
+  const ModelConfig zero = config_after([](GgufWriter& w) { w.set_f32("llama.rope.scaling.factor", 0.0f); });
+  CHECK(zero.rope_scaling == RopeScaling::None);
+}
+
+TEST_CASE("tied embeddings and rope_freqs are detected from the tensors present") {
+  SyntheticModelSpec spec = micro_spec();
+  spec.tied_embeddings = true;
+  const ModelConfig tied = config_after(
+      [](GgufWriter& w) { w.add_tensor_f32("rope_freqs.weight", {4}, std::vector<float>{1, 1, 1, 1}); }, spec);
+  CHECK(tied.tied_embeddings);
+  CHECK(tied.has_rope_freqs);
+}
+
+TEST_CASE("an unsupported architecture is an Error listing the supported ones") {
+  expect_config_error([](GgufWriter& w) { w.set_string("general.architecture", "gpt2"); },
+                      {"unsupported architecture 'gpt2'", "supported: llama"});
+  expect_config_error([](GgufWriter& w) { w.set_string("general.architecture", "mistral3"); },
+                      {"'mistral3'", "supported: llama"});
+  expect_config_error([](GgufWriter& w) { w.remove("general.architecture"); }, {"'general.architecture'", "missing"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("general.architecture", 1); },
+                      {"general.architecture", "expected string"});
+}
+
+TEST_CASE("each missing required key is named") {
+  for (const char* key : {"llama.context_length", "llama.embedding_length", "llama.block_count",
+                          "llama.attention.layer_norm_rms_epsilon", "llama.attention.head_count",
+                          "llama.feed_forward_length"}) {
+    CAPTURE(key);
+    expect_config_error([&](GgufWriter& w) { REQUIRE(w.remove(key)); }, {std::string(key).substr(6)});
+  }
+}
+
+TEST_CASE("bad values are Errors naming the key") {
+  expect_config_error([](GgufWriter& w) { w.set_string("llama.context_length", "2048"); },
+                      {"llama.context_length", "has type string"});
+  expect_config_error([](GgufWriter& w) { w.set_f32("llama.embedding_length", 32.0f); },
+                      {"llama.embedding_length", "has type f32"});
+  expect_config_error([](GgufWriter& w) { w.set("llama.block_count", gguf_value::i32(-1)); }, {"llama.block_count"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.block_count", 0); }, {"block_count is 0"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.block_count", 100000); }, {"block_count is 100000"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.context_length", 0); }, {"context_length is 0"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.embedding_length", 0); }, {"embedding_length is 0"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.attention.head_count", 0); }, {"head_count"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.attention.head_count_kv", 3); },
+                      {"n_head_kv 3", "n_head 4"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.attention.head_count_kv", 8); }, {"n_head_kv 8"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.attention.head_count", 6); },
+                      {"embedding_length 32 is not a multiple of attention.head_count 6"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.feed_forward_length", 0); }, {"feed_forward_length"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.rope.dimension_count", 4); },
+                      {"rope.dimension_count 4", "head_dim 8"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.attention.value_length", 4); },
+                      {"key_length 8 != value_length 4"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.attention.key_length", 7); }, {"head_dim 7"});
+  expect_config_error([](GgufWriter& w) { w.set_string("llama.rope.scaling.type", "longrope"); },
+                      {"rope.scaling.type 'longrope'", "supported: none, linear, yarn"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.expert_count", 8); }, {"mixture-of-experts"});
+  expect_config_error([](GgufWriter& w) { w.set_u32("llama.attention.layer_norm_rms_epsilon", 1); },
+                      {"layer_norm_rms_epsilon", "expected f32"});
+}
+
+TEST_CASE("absurd sizes are rejected before derived sizes could overflow int64") {
+  // kv_bytes_per_token = 2 * n_layer * n_head_kv * head_dim * bytes: a head_dim of 2^61 would overflow it.
+  expect_config_error([](GgufWriter& w) {
+    w.set("llama.attention.key_length", gguf_value::u64(uint64_t{1} << 61));
+    w.remove("llama.rope.dimension_count");
+  }, {"head_dim (attention.key_length) is 2305843009213693952"});
+  expect_config_error([](GgufWriter& w) { w.set("llama.feed_forward_length", gguf_value::u64(uint64_t{1} << 40)); },
+                      {"feed_forward_length is 1099511627776"});
+  expect_config_error([](GgufWriter& w) { w.set("llama.context_length", gguf_value::u64(uint64_t{1} << 40)); },
+                      {"context_length is 1099511627776"});
+  expect_config_error([](GgufWriter& w) { w.set("llama.context_length", gguf_value::u64(~uint64_t{0})); },
+                      {"context_length is -1"});
+}
+
+TEST_CASE("token_embd.weight must exist with shape [n_embd, n_vocab]") {
+  auto metadata_only = [](const std::function<void(GgufWriter&)>& add_tensors) {
+    const GgufWriter full = synthetic_model_writer(micro_spec());
+    GgufWriter w;
+    for (const auto& [key, value] : full.metadata()) w.set(key, value);
+    add_tensors(w);
+    return w.to_bytes();
+  };
+  const auto no_embd = metadata_only([](GgufWriter&) {});
+  CHECK_THROWS_WITH_AS(read_model_config(*GgufFile::from_memory(no_embd, "no_embd.gguf")),
+                       doctest::Contains("no_embd.gguf: tensor 'token_embd.weight' is missing"), Error);
+  const auto wrong = metadata_only([](GgufWriter& w) {
+    w.add_tensor_f32("token_embd.weight", {16, 260}, std::vector<float>(16 * 260));
+  });
+  CHECK_THROWS_WITH_AS(read_model_config(*GgufFile::from_memory(wrong, "wrong.gguf")),
+                       doctest::Contains("'token_embd.weight' has shape [16, 260], expected [n_embd = 32"), Error);
+  const auto ok = metadata_only([](GgufWriter& w) {
+    w.add_tensor_f32("token_embd.weight", {32, 300}, std::vector<float>(32 * 300));
+  });
+  CHECK(read_model_config(*GgufFile::from_memory(ok, "ok.gguf")).n_vocab == 300);
+}
