@@ -517,6 +517,35 @@ TEST_CASE("special rows: zeros stay zero, constants stay constant, outliers stay
   }
 }
 
+// An x whose f32 product with `inverse` is exactly the tie `target` + 0.5 although the exact product lies above
+// it: rounding the f32 product gives the even neighbour, a fused multiply-add would give the odd one.
+float find_rounded_tie(float inverse, float target) {
+  float x = (target + 0.5f) / inverse;
+  for (int i = 0; i < 64; ++i) x = std::nextafter(x, 0.0f);
+  for (int i = 0; i < 128; ++i, x = std::nextafter(x, 1e9f)) {
+    const float product = x * inverse;
+    if (product == target + 0.5f && static_cast<double>(x) * inverse > target + 0.5) return x;
+  }
+  return 0.0f;
+}
+
+TEST_CASE("activation quantizers round the f32 product, ties to even, even when an FMA could fuse it") {
+  // Q8_K: iscale = -127 / -10 = 12.7.
+  const float x = find_rounded_tie(12.7f, 46.0f);
+  REQUIRE(x != 0.0f);
+  float block[256] = {};
+  block[0] = -10.0f;
+  block[1] = x;
+  BlockQ8_K q8_k;
+  quantize_block_q8_k(block, q8_k);
+  CHECK(q8_k.qs[0] == -127);
+  CHECK(q8_k.qs[1] == 46);  // 46.5 -> even
+  // Q8_0: inverse = 127 / 10.
+  BlockQ8_0 q8_0;
+  quantize_block_q8_0(block, q8_0);
+  CHECK(q8_0.qs[1] == 46);
+}
+
 TEST_CASE("activation quantizers follow llama.cpp's x86 formulas") {
   float x[256];
   for (int i = 0; i < 256; ++i) x[i] = static_cast<float>(i % 32) - 10.0f;  // amax 21 per 32, -10 the min

@@ -19,6 +19,10 @@
 #include <immintrin.h>
 #define PAGEDLLM_HAVE_F16C 1
 #endif
+#if defined(__SSE2__) && !defined(__CUDACC__)
+#include <emmintrin.h>
+#define PAGEDLLM_HAVE_SSE_ROUNDING 1
+#endif
 
 namespace pagedllm {
 
@@ -116,12 +120,21 @@ PAGEDLLM_HD inline uint16_t f32_to_bf16(float value) {
   return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
 }
 
-// Round to the nearest integer, ties to even, for |value| < 2^22: adding 1.5 * 2^23 pushes the fraction out of the
-// mantissa under the FPU's default rounding. The same trick as ggml's nearest_int, so activation quantization
-// matches llama.cpp's rounding exactly; no library call, so it also runs on the device.
+// Round to the nearest integer, ties to even, as ggml's nearest_int and its AVX2 quantizers do, so activation
+// quantization matches llama.cpp's exactly (|value| < 2^22 there; larger values and NaN give some integer, never
+// undefined behaviour). It must round the f32 value it is given: the add-a-magic-number trick ggml uses would let
+// the compiler fuse a preceding multiply into an FMA (gcc -march=native does), rounding the exact product instead
+// and turning ties such as x·(127/amax) = 46.5 into 47. A conversion instruction has no add to fuse.
 PAGEDLLM_HD inline int32_t round_to_nearest_int(float value) {
-  const float shifted = value + 12582912.0f;
+#if defined(__CUDA_ARCH__)
+  return __float2int_rn(value);
+#elif defined(PAGEDLLM_HAVE_SSE_ROUNDING)
+  return _mm_cvtss_si32(_mm_set_ss(value));  // the default MXCSR rounding: to nearest, ties to even
+#else
+  volatile float rounded_input = value;  // keeps the value a separately rounded f32
+  const float shifted = rounded_input + 12582912.0f;
   return static_cast<int32_t>(f32_to_bits(shifted) & 0x007fffffu) - 0x00400000;
+#endif
 }
 
 }  // namespace pagedllm
