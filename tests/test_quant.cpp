@@ -359,6 +359,22 @@ TEST_CASE("Q4_K and Q5_K: 6-bit scales and mins per 32 elements, nibbles in 64-e
   }
 }
 
+TEST_CASE("unpacking all Q4_K scales and mins at once agrees with the per-sub-block unpacking") {
+  std::mt19937 rng(8);
+  for (int trial = 0; trial < 20000; ++trial) {
+    uint8_t packed[12];
+    for (uint8_t& byte : packed) byte = static_cast<uint8_t>(rng());
+    const Q4KScalesMins all = q4_k_unpack_scales_mins(packed);
+    for (int b = 0; b < 8; ++b) {
+      int scale = 0, min = 0;
+      q4_k_scale_min(packed, b, scale, min);
+      const int shift = 8 * (b % 4);
+      CHECK(static_cast<int>(((b < 4 ? all.scales_0_3 : all.scales_4_7) >> shift) & 0xFF) == scale);
+      CHECK(static_cast<int>(((b < 4 ? all.mins_0_3 : all.mins_4_7) >> shift) & 0xFF) == min);
+    }
+  }
+}
+
 TEST_CASE("Q6_K: 4 low bits in ql, 2 high bits in qh, q in -32..31, signed 8-bit scale per 16") {
   BlockQ6_K block{};
   block.d = 0x3400;  // 0.25

@@ -123,6 +123,25 @@ PAGEDLLM_HD inline void q4_k_scale_min(const uint8_t* scales, int sub_block, int
   }
 }
 
+// Q4_K/Q5_K: all eight scales and mins at once, one byte per sub-block (byte b of a word = sub-block b or b + 4):
+// the same values as q4_k_scale_min, with word operations instead of per-sub-block byte picking.
+struct Q4KScalesMins {
+  uint32_t scales_0_3;
+  uint32_t scales_4_7;
+  uint32_t mins_0_3;
+  uint32_t mins_4_7;
+};
+
+PAGEDLLM_HD inline Q4KScalesMins q4_k_unpack_scales_mins(const uint8_t* scales /* [12] */) {
+  const auto word = [scales](int i) {
+    return static_cast<uint32_t>(scales[4 * i]) | (static_cast<uint32_t>(scales[4 * i + 1]) << 8) |
+           (static_cast<uint32_t>(scales[4 * i + 2]) << 16) | (static_cast<uint32_t>(scales[4 * i + 3]) << 24);
+  };
+  const uint32_t first = word(0), second = word(1), third = word(2);
+  return {first & 0x3f3f3f3fu, (third & 0x0f0f0f0fu) | (((first >> 6) & 0x03030303u) << 4), second & 0x3f3f3f3fu,
+          ((third >> 4) & 0x0f0f0f0fu) | (((second >> 6) & 0x03030303u) << 4)};
+}
+
 // Q3_K: signed scale (-32..31) of sub-block `sub_block` (0..15, 16 elements each).
 PAGEDLLM_HD inline int q3_k_scale(const uint8_t* scales, int sub_block) {
   const int low4 = sub_block < 8 ? (scales[sub_block] & 0xF) : (scales[sub_block - 8] >> 4);

@@ -236,16 +236,12 @@ struct Q4KTile {
     const __m256i low_nibbles = _mm256_set1_epi8(0x0F);
     for (int64_t b = 0; b < n_blocks; ++b) {
       const WeightBlock& w = weights[b];
-      int scales[8], mins[8];
-      for (int s = 0; s < 8; ++s) q4_k_scale_min(w.scales, s, scales[s], mins[s]);
-      // Each min applies to two groups of 16 (the bsums granularity).
-      const __m256i mins_per_group = _mm256_setr_epi16(
-          static_cast<short>(mins[0]), static_cast<short>(mins[0]), static_cast<short>(mins[1]),
-          static_cast<short>(mins[1]), static_cast<short>(mins[2]), static_cast<short>(mins[2]),
-          static_cast<short>(mins[3]), static_cast<short>(mins[3]), static_cast<short>(mins[4]),
-          static_cast<short>(mins[4]), static_cast<short>(mins[5]), static_cast<short>(mins[5]),
-          static_cast<short>(mins[6]), static_cast<short>(mins[6]), static_cast<short>(mins[7]),
-          static_cast<short>(mins[7]));
+      const Q4KScalesMins unpacked = q4_k_unpack_scales_mins(w.scales);
+      const uint64_t scales = unpacked.scales_0_3 | (static_cast<uint64_t>(unpacked.scales_4_7) << 32);
+      const uint64_t mins = unpacked.mins_0_3 | (static_cast<uint64_t>(unpacked.mins_4_7) << 32);
+      // Each min applies to two groups of 16 (the bsums granularity): bytes m0 m0 m1 m1 ... widened to int16.
+      const __m128i min_bytes = _mm_cvtsi64_si128(static_cast<long long>(mins));
+      const __m256i mins_per_group = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(min_bytes, min_bytes));
       __m256i integer_sums[kRows];
       for (int r = 0; r < kRows; ++r) integer_sums[r] = _mm256_setzero_si256();
       __m256i high_bits;
@@ -260,8 +256,8 @@ struct Q4KTile {
           q_low = _mm256_or_si256(q_low, _mm256_and_si256(shift_left_bytes(high_bits, 4 - 2 * pair), fifth));
           q_high = _mm256_or_si256(q_high, _mm256_and_si256(shift_left_bytes(high_bits, 3 - 2 * pair), fifth));
         }
-        const __m256i scale_low = _mm256_set1_epi16(static_cast<short>(scales[2 * pair]));
-        const __m256i scale_high = _mm256_set1_epi16(static_cast<short>(scales[2 * pair + 1]));
+        const __m256i scale_low = _mm256_set1_epi16(static_cast<short>((scales >> (16 * pair)) & 0xFF));
+        const __m256i scale_high = _mm256_set1_epi16(static_cast<short>((scales >> (16 * pair + 8)) & 0xFF));
         for (int r = 0; r < kRows; ++r) {
           const int8_t* a = activations[r][b].qs + 64 * pair;
           const __m256i low_products = _mm256_maddubs_epi16(q_low, load_32_bytes(a));
