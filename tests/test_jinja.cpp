@@ -1,0 +1,335 @@
+// Unit tests of the Jinja interpreter (tokenizer/jinja_*): whitespace rules, expressions with Python semantics,
+// statements and scoping, filters, tests, errors and the limits that stop a hostile template. Expected values are
+// what Python's jinja2 (3.1, in HF's sandboxed setup: trim_blocks, lstrip_blocks, loopcontrols) produces for the same
+// template; the golden tests (test_chat_template_golden.cpp) compare whole chat templates against jinja2 itself.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "tokenizer/chat_template.h"
+#include "tokenizer/jinja_error.h"
+#include "tokenizer/jinja_interpreter.h"
+#include "tokenizer/jinja_text.h"
+
+namespace {
+
+using pagedllm::jinja::RenderLimits;
+using pagedllm::jinja::Template;
+using pagedllm::jinja::TemplateError;
+using pagedllm::jinja::Value;
+using pagedllm::jinja::Variables;
+
+std::string render(std::string_view source, const nlohmann::ordered_json& context = nlohmann::ordered_json::object(),
+                   const RenderLimits& limits = {}) {
+  Variables variables;
+  for (const auto& [name, value] : context.items()) variables.emplace_back(name, Value::from_json(value));
+  variables.emplace_back("raise_exception", pagedllm::jinja::raise_exception_function());
+  return Template(source).render(variables, limits);
+}
+
+// The error a template fails with (its kind and full message), or a failed check when it does not fail.
+TemplateError error_of(std::string_view source,
+                       const nlohmann::ordered_json& context = nlohmann::ordered_json::object(),
+                       const RenderLimits& limits = {}) {
+  try {
+    std::string output = render(source, context, limits);
+    FAIL_CHECK("expected an error, the template rendered: " << output);
+  } catch (const TemplateError& error) {
+    return error;
+  }
+  return TemplateError(TemplateError::Kind::runtime, "no error");
+}
+
+}  // namespace
+
+TEST_CASE("whitespace: trim_blocks, lstrip_blocks and the - / + controls follow jinja2") {
+  // trim_blocks eats the newline after a block tag; lstrip_blocks drops the indentation before it.
+  CHECK(render("a\n    {% if true %}\n    b\n    {% endif %}\nc") == "a\n    b\nc");
+  // `{%+` keeps the indentation, `+%}` keeps the newline.
+  CHECK(render("a\n  {%+ if true %}b{% endif +%}\nc") == "a\n  b\nc");
+  // `-` strips every whitespace character on its side, newlines included, for any tag kind.
+  CHECK(render("a  \n  {{- 'b' -}}  \n  c") == "abc");
+  CHECK(render("a \n {#- note -#} \n b") == "ab");
+  // Variable tags are never lstripped and never eat a newline.
+  CHECK(render("  {{ 'x' }}\n") == "  x");
+  // Comments vanish like block tags, with their newline.
+  CHECK(render("a\n  {# comment #}\nb") == "a\nb");
+  // One trailing newline of the template is dropped; \r\n and \r become \n.
+  CHECK(render("x\n\n") == "x\n");
+  CHECK(render("a\r\nb\rc") == "a\nb\nc");
+  // Raw blocks print their content as written.
+  CHECK(render("{% raw %}{{ not evaluated }} {% if %}{% endraw %}") == "{{ not evaluated }} {% if %}");
+  // Text after a tag that ended a line counts as the start of a line for lstrip_blocks.
+  CHECK(render("{% if true %}\n  {% if true %}x{% endif %}\n{% endif %}") == "x");
+}
+
+TEST_CASE("literals and printing use Python's str() and repr()") {
+  CHECK(render("{{ 'a\\tb\\n\\x41\\u00e9\\\\' }}") == "a\tb\nAé\\");
+  CHECK(render("{{ 'unknown \\q escape' }}") == "unknown \\q escape");
+  CHECK(render("{{ \"it's\" 'joined' }}") == "it'sjoined");
+  CHECK(render("{{ true }} {{ False }} {{ none }} {{ None }}") == "True False None None");
+  CHECK(render("{{ [1, 'a', none, true, 2.5] }}") == "[1, 'a', None, True, 2.5]");
+  CHECK(render("{{ {'k': 'v', 'n': [1]} }}") == "{'k': 'v', 'n': [1]}");
+  CHECK(render("{{ (1,) }} {{ () }} {{ (1, 2) }}") == "(1,) () (1, 2)");
+  CHECK(render("{{ [\"it's\", 'say \"hi\"', 'tab\\t'] }}") == "[\"it's\", 'say \"hi\"', 'tab\\t']");
+  CHECK(render("{{ 1.0 }} {{ 0.1 }} {{ 1e16 }} {{ 1e-5 }} {{ 1/3 }} {{ -0.0 }}") ==
+        "1.0 0.1 1e+16 1e-05 0.3333333333333333 -0.0");
+  CHECK(render("{{ 0x1F }} {{ 0o17 }} {{ 0b101 }} {{ 1_000 }}") == "31 15 5 1000");
+  CHECK(render("{{ undefined_variable }}|") == "|");
+}
+
+TEST_CASE("expressions: arithmetic, precedence and comparisons behave as in jinja2") {
+  CHECK(render("{{ 7 // 2 }} {{ -7 // 2 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 6 / 2 }} {{ 2 ** 10 }} {{ 2 ** -1 }}") ==
+        "3 -4 2 3.5 3.0 1024 0.5");
+  CHECK(render("{{ 1 + 2 * 3 }} {{ (1 + 2) * 3 }} {{ 10 - 2 - 3 }}") == "7 9 5");
+  CHECK(render("{{ 2 ** 3 ** 2 }}") == "64");  // left-associative in jinja2, unlike Python
+  CHECK(render("{{ -2 ** 2 }}") == "4");       // unary minus binds tighter, as in jinja2
+  CHECK(render("{{ 'ab' * 2 }} {{ [0] * 2 }} {{ [1] + [2] }} {{ 'a' ~ 1 ~ none }}") == "abab [0, 0] [1, 2] a1None");
+  CHECK(render("{{ 1 < 2 < 3 }} {{ 1 < 3 < 2 }} {{ 'a' < 'b' }} {{ [1, 2] < [1, 3] }}") == "True False True True");
+  CHECK(render("{{ 1 == 1.0 }} {{ true == 1 }} {{ '1' == 1 }} {{ (1, 2) == [1, 2] }}") == "True True False False");
+  CHECK(render("{{ 'ell' in 'hello' }} {{ 2 in [1, 2] }} {{ 'k' in {'k': 1} }} {{ 'x' not in 'abc' }}") ==
+        "True True True True");
+  // and/or return an operand, like Python.
+  CHECK(render("{{ 0 or 'b' }} {{ 'a' and 'b' }} {{ none or [] }} {{ not 0 }}") == "b b [] True");
+  CHECK(render("{{ 'y' if true else 'n' }}{{ 'y' if false else 'n' }}[{{ 'y' if false }}]") == "yn[]");
+  // Filters bind to the operand before them, not to the whole sum.
+  CHECK(render("{{ 'a' + ' b ' | trim + 'c' }}") == "abc");
+  CHECK(render("{{ -3 | abs }}") == "3");
+}
+
+TEST_CASE("expressions: attribute and item access, slicing and methods") {
+  nlohmann::ordered_json context = {{"d", {{"b", 1}, {"a", 2}}}, {"xs", {1, 2, 3, 4}}, {"s", "héllo"}};
+  CHECK(render("{{ d.a }} {{ d['b'] }} {{ d.get('z', 9) }} {{ d.missing }}|", context) == "2 1 9 |");
+  CHECK(render("{% for k, v in d.items() %}{{ k }}{{ v }}{% endfor %} {{ d.keys() | list }}", context) ==
+        "b1a2 ['b', 'a']");  // insertion order, as Python dicts keep
+  CHECK(render("{{ xs[1:] }} {{ xs[-1] }} {{ xs[::-1] }} {{ xs[::2] }} {{ xs[10] is defined }}", context) ==
+        "[2, 3, 4] 4 [4, 3, 2, 1] [1, 3] False");
+  CHECK(render("{{ s[1:3] }} {{ s[::-1] }} {{ s | length }} {{ s[1] }}", context) == "él olléh 5 é");
+  CHECK(render("{{ ' a b '.strip() }}|{{ 'a,b'.split(',') }}|{{ 'a b  c'.split() }}|{{ '-'.join(['x', 'y']) }}") ==
+        "a b|['a', 'b']|['a', 'b', 'c']|x-y");
+  CHECK(render("{{ 'Hello'.startswith('He') }} {{ 'Hello'.endswith(('x', 'lo')) }} {{ 'Hello'.find('l') }}") ==
+        "True True 2");
+  CHECK(render("{{ 'hello world'.title() }} {{ 'ABC'.lower() }} {{ 'a-a'.replace('a', 'b', 1) }}") ==
+        "Hello World abc b-a");
+  CHECK(render("{{ '{} and {name}'.format(1, name='x') }}") == "1 and x");
+  // Lists cannot be modified in HF's sandbox: the method exists but is unsafe to use.
+  CHECK(render("{{ xs.append is defined }}", context) == "False");
+}
+
+TEST_CASE("statements: for loops, loop variables, else, break and continue") {
+  CHECK(render("{% for x in 'abc' %}{{ loop.index }}{{ loop.index0 }}{{ loop.revindex }}{{ loop.first }}"
+               "{{ loop.last }}{{ loop.length }} {% endfor %}") ==
+        "103TrueFalse3 212FalseFalse3 321FalseTrue3 ");
+  CHECK(render("{% for x in [1, 2, 3] %}{{ loop.previtem }}-{{ loop.nextitem }},{% endfor %}") == "-2,1-3,2-,");
+  CHECK(render("{% for x in [1, 2, 3, 4] if x is even %}{{ x }}/{{ loop.length }} {% endfor %}") == "2/2 4/2 ");
+  CHECK(render("{% for x in [] %}no{% else %}empty{% endfor %}") == "empty");
+  CHECK(render("{% for x in [1, 2] if x > 5 %}no{% else %}filtered away{% endfor %}") == "filtered away");
+  CHECK(render("{% for i in range(10) %}{% if i is odd %}{% continue %}{% endif %}{% if i > 5 %}{% break %}"
+               "{% endif %}{{ i }}{% endfor %}") == "024");
+  CHECK(render("{% for k, v in {'a': 1, 'b': 2} | items %}{{ k }}={{ v }};{% endfor %}") == "a=1;b=2;");
+  CHECK(render("{% for i in [1, 2, 3] %}{{ loop.cycle('x', 'y') }}{% endfor %}") == "xyx");
+  CHECK(render("{% for x in [[1, 2], [3, 4]] %}{% for y in x %}{{ loop.index }}{% endfor %}{{ loop.index }} "
+               "{% endfor %}") == "121 122 ");
+}
+
+TEST_CASE("statements: set scoping, namespaces, block set, macros, call, filter and with blocks") {
+  // A loop body's assignments stay in that iteration; if-blocks share the enclosing scope.
+  CHECK(render("{% set x = 0 %}{% for i in [1, 2] %}{{ x }}{% set x = i %}{{ x }}{% endfor %}{{ x }}") == "01020");
+  CHECK(render("{% if true %}{% set y = 5 %}{% endif %}{{ y }}") == "5");
+  CHECK(render("{% set ns = namespace(n=0) %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}"
+               "{{ ns.n }}") == "6");
+  CHECK(render("{% set a, b = 1, 2 %}{{ a }}{{ b }}") == "12");
+  CHECK(render("{% set block %} x {{ 1 + 1 }} {% endset %}[{{ block }}]{% set up | upper %}q{% endset %}{{ up }}") ==
+        "[ x 2 ]Q");
+  CHECK(render("{% macro tag(name, value='v') %}<{{ name }}={{ value }}>{% endmacro %}{{ tag('a') }}"
+               "{{ tag('b', 'w') }}{{ tag(value='z', name='c') }}") == "<a=v><b=w><c=z>");
+  // Macros read globals when called, not when defined.
+  CHECK(render("{% set g = 1 %}{% macro m() %}{{ g }}{% endmacro %}{% set g = 2 %}{{ m() }}") == "2");
+  CHECK(render("{% macro wrap() %}[{{ caller() }}]{% endmacro %}{% call wrap() %}in{% endcall %}") == "[in]");
+  CHECK(render("{% macro down(n) %}{{ n }}{% if n > 0 %}{{ down(n - 1) }}{% endif %}{% endmacro %}{{ down(3) }}") ==
+        "3210");
+  CHECK(render("{% filter upper %}ab{{ 'c' }}{% endfilter %}") == "ABC");
+  CHECK(render("{% with a = 1, b = 2 %}{{ a + b }}{% endwith %}[{{ a }}]") == "3[]");
+}
+
+TEST_CASE("filters behave as jinja2's (with HF's tojson)") {
+  nlohmann::ordered_json users = {{"users",
+                                   {{{"name", "b"}, {"role", "user"}},
+                                    {{"name", "a"}, {"role", "assistant"}},
+                                    {{"name", "C"}, {"role", "user"}}}}};
+  CHECK(render("{{ users | selectattr('role', 'equalto', 'user') | map(attribute='name') | join(',') }}", users) ==
+        "b,C");
+  CHECK(render("{{ users | rejectattr('role', 'eq', 'user') | list | length }}", users) == "1");
+  CHECK(render("{{ users | map(attribute='name') | sort | list }}", users) == "['a', 'b', 'C']");  // case-blind
+  CHECK(render("{{ users | sort(attribute='name', reverse=true) | map(attribute='name') | first }}", users) == "C");
+  CHECK(render("{{ ['b', 'A', 'a'] | unique | list }} {{ [3, 1, 2] | max }} {{ [3, 1, 2] | sum }}") ==
+        "['b', 'A'] 3 6");
+  CHECK(render("{{ range(6) | select('odd') | list }} {{ range(6) | reject('divisibleby', 3) | list }}") ==
+        "[1, 3, 5] [1, 2, 4, 5]");
+  CHECK(render("{{ '  x ' | trim }}|{{ 'xxaxx' | trim('x') }}|{{ 'ab' | upper }}|{{ 'hello-world x' | title }}") ==
+        "x|a|AB|Hello-World X");
+  CHECK(render("{{ [1, 2, 3] | length }} {{ 'héllo' | count }} {{ {'a': 1} | length }} {{ nothing | length }}") ==
+        "3 5 1 0");
+  CHECK(render("{{ nothing | default('d') }} {{ '' | default('e', true) }} {{ '' | d('f') }}|") == "d e |");
+  CHECK(render("{{ 2.5 | round }} {{ 3.5 | round }} {{ 2.675 | round(2) }} {{ 5 | round }} {{ 1.2 | round(0, "
+               "'ceil') }}") == "2.0 4.0 2.67 5 2.0");
+  CHECK(render("{{ '3.7' | int }} {{ 'x' | int }} {{ 'x' | int(7) }} {{ '12' | float }} {{ true | int }}") ==
+        "3 0 7 12.0 1");
+  CHECK(render("{{ 'a\\nb' | indent(2) }}|{{ 'a\\nb' | indent(2, true) }}") == "a\n  b|  a\n  b");
+  CHECK(render("{{ 'foo bar baz qux' | truncate(9) }} {{ 'hello world' | wordcount }} {{ 'ab' | center(6) }}|") ==
+        "foo... 2   ab  |");
+  CHECK(render("{{ '%s-%05.1f' | format('a', 3.14159) }} {{ '%d%%' % 50 }}") == "a-003.1 50%");
+  CHECK(render("{{ [1, 2, 3, 4, 5] | batch(2) | list }} {{ {'b': 1, 'a': 2} | dictsort }}") ==
+        "[[1, 2], [3, 4], [5]] [('a', 2), ('b', 1)]");
+  CHECK(render("{{ '<a href=\"x\">&</a>' | escape }}") == "&lt;a href=&#34;x&#34;&gt;&amp;&lt;/a&gt;");
+  // tojson: json.dumps(ensure_ascii=False): insertion order, non-ASCII kept, ", " and ": " separators.
+  nlohmann::ordered_json data = {{"data", {{"z", "é\n\"q\""}, {"a", {1, 2.5, nullptr, true}}}}};
+  CHECK(render("{{ data | tojson }}", data) == "{\"z\": \"é\\n\\\"q\\\"\", \"a\": [1, 2.5, null, true]}");
+  CHECK(render("{{ data | tojson(indent=2) }}", data) ==
+        "{\n  \"z\": \"é\\n\\\"q\\\"\",\n  \"a\": [\n    1,\n    2.5,\n    null,\n    true\n  ]\n}");
+  CHECK(render("{{ {'b': 1, 'a': {}} | tojson(sort_keys=true) }} {{ 'é' | tojson(ensure_ascii=true) }}") ==
+        "{\"a\": {}, \"b\": 1} \"\\u00e9\"");
+}
+
+TEST_CASE("tests: is defined, none, string, number, mapping, iterable, sequence, even, equalto ...") {
+  CHECK(render("{{ x is defined }} {{ x is undefined }} {{ none is none }} {{ 'a' is string }} {{ 1 is number }}") ==
+        "False True True True True");
+  CHECK(render("{{ true is number }} {{ true is integer }} {{ true is boolean }} {{ 1.5 is float }}") ==
+        "True False True True");
+  CHECK(render("{{ {} is mapping }} {{ 'a' is iterable }} {{ 1 is iterable }} {{ [] is sequence }}") ==
+        "True True False True");
+  CHECK(render("{{ 4 is even }} {{ 3 is odd }} {{ 9 is divisibleby 3 }} {{ 'u' is equalto 'u' }} {{ 2 is gt 1 }}") ==
+        "True True True True True");
+  CHECK(render("{{ x is not defined }} {{ 1 is not string }}") == "True True");
+  CHECK(render("{{ 'upper' is filter }} {{ 'nope' is filter }} {{ 'odd' is test }}") == "True False True");
+}
+
+TEST_CASE("undefined values: empty when printed, falsy, empty when iterated, errors when computed with") {
+  CHECK(render("[{{ missing }}]{% if missing %}yes{% else %}no{% endif %}{% for x in missing %}x{% endfor %}") ==
+        "[]no");
+  CHECK(render("{{ missing ~ 'x' }} {{ missing | length }} {{ missing.attribute is defined }}") == "x 0 False");
+  TemplateError error = error_of("{{ missing + 1 }}");
+  CHECK(error.kind() == TemplateError::Kind::runtime);
+  CHECK(error.detail() == "'missing' is undefined");
+  CHECK(error_of("{{ {'a': 1}.b + 1 }}").detail() == "'dict object' has no attribute 'b'");
+  CHECK(error_of("{{ no_such_function() }}").detail() == "'no_such_function' is undefined");
+}
+
+TEST_CASE("errors: syntax errors name line and column, runtime errors name the line") {
+  TemplateError syntax = error_of("line one\n{{ 1 + }}");
+  CHECK(syntax.kind() == TemplateError::Kind::syntax);
+  CHECK(syntax.line() == 2);
+  CHECK(syntax.column() > 0);
+  CHECK(std::string(syntax.what()).find("line 2") != std::string::npos);
+
+  CHECK(error_of("{% for x in y %}never closed").kind() == TemplateError::Kind::syntax);
+  CHECK(std::string(error_of("{% if x %}a").what()).find("'if' block opened at line 1") != std::string::npos);
+  CHECK(error_of("{% endif %}").kind() == TemplateError::Kind::syntax);
+  CHECK(error_of("{% frobnicate %}").detail() == "unknown tag 'frobnicate'");
+  CHECK(error_of("{% include 'x.html' %}").kind() == TemplateError::Kind::syntax);
+  CHECK(error_of("{{ 'unterminated }}").kind() == TemplateError::Kind::syntax);
+  CHECK(error_of("{# never closed").kind() == TemplateError::Kind::syntax);
+  CHECK(error_of("{{ (1 ] }}").kind() == TemplateError::Kind::syntax);
+  CHECK(error_of("{% break %}").kind() == TemplateError::Kind::syntax);
+
+  // Unknown filters and tests are rejected when parsing, except inside an `if` (jinja2 defers those).
+  CHECK(error_of("{{ x | no_such_filter }}").kind() == TemplateError::Kind::syntax);
+  CHECK(error_of("{{ x is no_such_test }}").kind() == TemplateError::Kind::syntax);
+  CHECK(render("{% if false %}{{ x | no_such_filter }}{% endif %}ok") == "ok");
+  TemplateError deferred = error_of("\n{% if true %}{{ x | no_such_filter }}{% endif %}");
+  CHECK(deferred.kind() == TemplateError::Kind::runtime);
+  CHECK(deferred.line() == 2);
+  CHECK(deferred.detail() == "no filter named 'no_such_filter'");
+
+  CHECK(error_of("{{ 'a' + 1 }}").detail() == "can only concatenate str (not \"int\") to str");
+  CHECK(error_of("{{ 1 / 0 }}").detail() == "division by zero");
+  CHECK(error_of("{{ 1 < 'a' }}").kind() == TemplateError::Kind::runtime);
+  CHECK(error_of("{% set x = 1 %}{% set x.y = 2 %}").kind() == TemplateError::Kind::runtime);
+  CHECK(error_of("{% for a, b in [[1, 2, 3]] %}{% endfor %}").detail() == "too many values to unpack (expected 2)");
+  CHECK(error_of("{{ 9223372036854775807 + 1 }}").kind() == TemplateError::Kind::runtime);  // no silent wrap
+
+  // raise_exception: kind `raised`, the template's message as the detail, and a pagedllm::Error for main().
+  TemplateError raised = error_of("{{ raise_exception('Roles must alternate, got ' ~ 3) }}");
+  CHECK(raised.kind() == TemplateError::Kind::raised);
+  CHECK(raised.detail() == "Roles must alternate, got 3");
+  CHECK(std::string(raised.what()).find("Roles must alternate, got 3") != std::string::npos);
+  CHECK_THROWS_AS(render("{{ raise_exception('x') }}"), pagedllm::Error);
+}
+
+TEST_CASE("limits: runaway templates end in a TemplateError instead of hanging or crashing") {
+  RenderLimits small;
+  small.max_steps = 200000;
+  small.max_output_bytes = 1 << 20;
+  small.max_bytes_built = 8 << 20;
+  // An endless-looking loop runs out of steps.
+  TemplateError steps = error_of("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                                 {}, small);
+  CHECK(steps.kind() == TemplateError::Kind::limit);
+  // A string doubled in a loop hits the size limit before it is allocated.
+  CHECK(error_of("{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+                 {}, small)
+            .kind() == TemplateError::Kind::limit);
+  CHECK(error_of("{{ 'x' * 1000000000000 }}", {}, small).kind() == TemplateError::Kind::limit);
+  CHECK(error_of("{{ range(1000000000000) | length }}", {}, small).kind() == TemplateError::Kind::limit);
+  CHECK(error_of("{% for i in range(100000) %}0123456789abcdef{% endfor %}", {}, small).kind() ==
+        TemplateError::Kind::limit);
+  // Unbounded recursion stops at the macro depth limit.
+  CHECK(error_of("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}").kind() == TemplateError::Kind::limit);
+  // Deep nesting in the source is refused by the parser.
+  CHECK(error_of("{{ " + std::string(1000, '(') + "1" + std::string(1000, ')') + " }}").kind() ==
+        TemplateError::Kind::syntax);
+  std::string long_sum = "{{ 1";
+  for (int i = 0; i < 5000; ++i) long_sum += " + 1";
+  CHECK(error_of(long_sum + " }}").kind() == TemplateError::Kind::syntax);
+  std::string nested_ifs;
+  for (int i = 0; i < 500; ++i) nested_ifs += "{% if true %}";
+  CHECK(error_of(nested_ifs).kind() == TemplateError::Kind::syntax);
+  // A list nested 100000 deep (built by a loop) is released without recursion and refused when printed.
+  std::string deep = "{% set ns = namespace(x=[]) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}";
+  CHECK(render(deep + "{{ ns.x | length }}") == "1");
+  CHECK(error_of(deep + "{{ ns.x }}").kind() == TemplateError::Kind::limit);
+}
+
+TEST_CASE("values: JSON input keeps key order and types") {
+  nlohmann::ordered_json input = nlohmann::ordered_json::parse(R"({"z": 1, "a": [1.0, 2, null, "s", {"k": false}]})");
+  Value value = Value::from_json(input);
+  CHECK(value.repr() == "{'z': 1, 'a': [1.0, 2, None, 's', {'k': False}]}");
+  CHECK(value.truthy());
+  CHECK_FALSE(Value::from_json(nlohmann::ordered_json::array()).truthy());
+  CHECK(pagedllm::jinja::text::format_float(123456789012345678.0) == "1.2345678901234568e+17");
+  CHECK(pagedllm::jinja::text::format_float(100.0) == "100.0");
+}
+
+TEST_CASE("chat templates: built-ins exist, parse, and render the formats they are named after") {
+  std::vector<std::string> names = pagedllm::builtin_chat_template_names();
+  for (const char* expected : {"chatml", "llama2", "llama3", "mistral", "gemma", "phi3", "zephyr"}) {
+    CHECK(std::find(names.begin(), names.end(), expected) != names.end());
+  }
+  for (const std::string& name : names) {
+    INFO(name);
+    REQUIRE(pagedllm::builtin_chat_template(name).has_value());
+    CHECK_NOTHROW(pagedllm::ChatTemplate(*pagedllm::builtin_chat_template(name)));
+  }
+  CHECK_FALSE(pagedllm::builtin_chat_template("no-such-format").has_value());
+
+  pagedllm::ChatTemplateInputs inputs;
+  inputs.messages = nlohmann::json::parse(R"([{"role": "user", "content": "Hi"}])");  // plain json converts
+  inputs.add_generation_prompt = true;
+  CHECK(pagedllm::render_chat_template(*pagedllm::builtin_chat_template("chatml"), inputs) ==
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n");
+  inputs.bos_token = "<|begin_of_text|>";
+  CHECK(pagedllm::render_chat_template(*pagedllm::builtin_chat_template("llama3"), inputs) ==
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n");
+
+  // The variables are exactly messages, add_generation_prompt, bos_token, eos_token and raise_exception.
+  pagedllm::ChatTemplate probe(
+      "{{ messages is defined }} {{ add_generation_prompt }} {{ bos_token }} {{ eos_token }} "
+      "{{ raise_exception is defined }} {{ tools is defined }} {{ strftime_now is defined }}");
+  inputs.eos_token = "</s>";
+  CHECK(probe.render(inputs) == "True True <|begin_of_text|> </s> True False False");
+}
