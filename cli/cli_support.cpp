@@ -84,6 +84,8 @@ void add_generation_flags(CLI::App& cmd, GenerationFlags& flags) {
   cmd.add_option("--block-size", flags.block_size, "Tokens per KV cache block")->capture_default_str();
   cmd.add_option("--kv-mem", flags.kv_mem, "Memory for the K/V pools, e.g. 512M (default: enough for the context)");
   cmd.add_option("--kv-type", flags.kv_type, "Element type of the K/V cache: f16 or f32")->capture_default_str();
+  cmd.add_option("--device", flags.device, "Where the model runs: cpu, cuda, or auto (cuda when a device is present)")
+      ->capture_default_str();
 }
 
 SamplingParams sampling_from_flags(const GenerationFlags& flags) {
@@ -108,6 +110,9 @@ EngineConfig engine_config_from_flags(const GenerationFlags& flags) {
   if (flags.kv_type == "f16") config.kv_dtype = KvDtype::F16;
   else if (flags.kv_type == "f32") config.kv_dtype = KvDtype::F32;
   else fail("--kv-type '{}' is not supported (use f16 or f32)", flags.kv_type);
+  config.device = resolve_device(flags.device);
+  // The CUDA pools are f16 only: an explicit --kv-type f32 keeps an unspecified device on the CPU.
+  if (flags.device == "auto" && config.kv_dtype == KvDtype::F32) config.device = DeviceKind::Cpu;
   return config;
 }
 

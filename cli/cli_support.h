@@ -34,6 +34,7 @@ struct GenerationFlags {
   int block_size = 16;
   std::string kv_mem;
   std::string kv_type = "f16";
+  std::string device = "auto";  // cpu, cuda, or auto: cuda when a device is present
 };
 void add_generation_flags(CLI::App& cmd, GenerationFlags& flags);
 // Validates and turns the flags into an EngineConfig (kv budget parsed, threads defaulted).

@@ -32,8 +32,7 @@ Engine::Engine(const Model& model, const EngineConfig& config) : model_(model), 
     num_blocks = static_cast<int>(std::min<int64_t>(per_seq * std::max(1, config.n_seq_hint), 1 << 30));
   }
   cache_ = std::make_unique<KvCacheManager>(num_blocks, config.block_size, config.prefix_cache);
-  backend_ = std::make_unique<CpuBackend>(c, model.weights, num_blocks, config.block_size, config.kv_dtype,
-                                          n_threads_);
+  backend_ = make_backend(config.device, c, model.weights, num_blocks, config.block_size, config.kv_dtype, n_threads_);
 }
 
 Engine::~Engine() = default;

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/backend.h"
+#include "engine/backend_factory.h"
 #include "engine/batch.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
@@ -24,6 +25,7 @@ struct EngineConfig {
   int n_threads = 0;          // 0: every core
   KvDtype kv_dtype = KvDtype::F16;
   bool prefix_cache = false;
+  DeviceKind device = DeviceKind::Cpu;  // the CLI resolves --device (default: cuda when a device is present)
 };
 
 // Running totals, split by the kind of step: a step whose every sequence advances by one token is a decode step,
