@@ -16,6 +16,8 @@ int main(int argc, char** argv) {
   pagedllm::cli::add_tokenize_command(app);
   pagedllm::cli::add_run_command(app);
   pagedllm::cli::add_template_command(app);
+  pagedllm::cli::add_chat_command(app);
+  pagedllm::cli::add_batch_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
