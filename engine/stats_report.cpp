@@ -4,6 +4,7 @@
 
 #include "common/memory_probe.h"
 #include "engine/cpu_backend.h"
+#include "engine/cuda_backend.h"
 
 namespace pagedllm {
 namespace {
@@ -96,6 +97,9 @@ StatsReport make_stats_report(Engine& engine, const RunTimings& timings) {
     const MemoryBandwidth bw = cpu_memory_bandwidth(cpu->thread_pool());
     r.peak_gb_s = bw.gb_per_s;
     r.peak_source = bw.from_cache ? "streaming-copy probe, cached" : "streaming-copy probe";
+  } else if (auto* cuda = dynamic_cast<CudaBackend*>(&engine.backend())) {
+    r.peak_gb_s = cuda->peak_bandwidth_gb_s();
+    r.peak_source = "device properties";
   }
   return r;
 }

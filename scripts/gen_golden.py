@@ -47,26 +47,41 @@ def top5(logits):
 
 
 def generate(name, spec):
+    # The reference is llama.cpp's plain attention path; its flash-attention path, fed the same tokens, measures how
+    # far llama.cpp's own two CPU attention implementations disagree on this model ("reference_spread"), which is
+    # the scale on which any other implementation's logits may differ.
     llm = Llama(model_path=spec["path"], n_ctx=512, n_batch=512, n_threads=2, logits_all=True, verbose=False,
-                seed=0)
+                seed=0, flash_attn=False)
+    llm_fa = Llama(model_path=spec["path"], n_ctx=512, n_batch=512, n_threads=2, logits_all=True, verbose=False,
+                   seed=0, flash_attn=True)
     cases = []
+    spread = 0.0
     for prompt in spec["prompts"]:
         llm.reset()
+        llm_fa.reset()
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
         llm.eval(tokens)
+        llm_fa.eval(tokens)
         steps = []
         for _ in range(STEPS):
             logits = list(llm.scores[llm.n_tokens - 1])
+            logits_fa = llm_fa.scores[llm_fa.n_tokens - 1]
             best = max(range(len(logits)), key=lambda i: logits[i])
-            steps.append({"token": int(best), "top5": top5(logits)})
+            best5 = top5(logits)
+            step_spread = max(abs(float(logits_fa[i]) - v) for i, v in best5)
+            spread = max(spread, step_spread)
+            steps.append({"token": int(best), "top5": best5, "flash_attn_spread": step_spread})
             llm.eval([best])
+            llm_fa.eval([best])
         cases.append({"prompt": prompt, "prompt_tokens": [int(t) for t in tokens], "steps": steps})
     return {
         "model": spec["file"],
         "model_location": spec["location"],
         "generator": "scripts/gen_golden.py",
         "reference": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
-        "settings": "CPU, n_ctx 512, n_batch 512, F16 KV cache, greedy argmax, BOS added, special tokens parsed",
+        "settings": "CPU, n_ctx 512, n_batch 512, F16 KV cache, flash_attn off, greedy argmax, BOS added, "
+                    "special tokens parsed",
+        "reference_spread": spread,
         "cases": cases,
     }
 
