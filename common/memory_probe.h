@@ -1,6 +1,6 @@
 #pragma once
 // The CPU's achievable memory bandwidth, the denominator of "% of peak" in the statistics: measured once by a
-// short multi-threaded streaming copy and cached in ~/.cache/pagedllm/ (keyed by CPU model and thread count).
+// short multi-threaded streaming read and cached in ~/.cache/pagedllm/ (keyed by CPU model and thread count).
 #include <string>
 
 namespace pagedllm {
@@ -8,7 +8,7 @@ namespace pagedllm {
 class ThreadPool;
 
 struct MemoryBandwidth {
-  double gb_per_s = 0.0;  // bytes read + written per second / 1e9
+  double gb_per_s = 0.0;  // bytes read per second / 1e9
   bool from_cache = false;
   std::string cache_path;
 };

@@ -96,7 +96,7 @@ StatsReport make_stats_report(Engine& engine, const RunTimings& timings) {
   if (auto* cpu = dynamic_cast<CpuBackend*>(&engine.backend())) {
     const MemoryBandwidth bw = cpu_memory_bandwidth(cpu->thread_pool());
     r.peak_gb_s = bw.gb_per_s;
-    r.peak_source = bw.from_cache ? "streaming-copy probe, cached" : "streaming-copy probe";
+    r.peak_source = bw.from_cache ? "streaming-read probe, cached" : "streaming-read probe";
   } else if (auto* cuda = dynamic_cast<CudaBackend*>(&engine.backend())) {
     r.peak_gb_s = cuda->peak_bandwidth_gb_s();
     r.peak_source = "device properties";
