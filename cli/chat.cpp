@@ -382,35 +382,9 @@ std::string builtin_names() {
 }
 
 ChosenTemplate choose_template(const ChatOptions& o, const Tokenizer& tokenizer, const Style& style) {
-  if (!o.chat_template.empty()) {
-    auto source = builtin_chat_template(o.chat_template);
-    if (!source) fail("--chat-template '{}' is not a built-in template (known: {})", o.chat_template, builtin_names());
-    return {*source, "built-in " + o.chat_template};
-  }
-  constexpr std::string_view kFallback = "chatml";
-  const std::string& own = tokenizer.chat_template();
-  std::string problem;
-  if (own.empty()) {
-    problem = "the model file has no chat template";
-  } else {
-    // A short conversation shows whether the interpreter can run the template at all.
-    ChatTemplateInputs probe;
-    probe.messages = nlohmann::json::array({{{"role", "user"}, {"content", "Hello"}},
-                                            {{"role", "assistant"}, {"content", "Hi!"}},
-                                            {{"role", "user"}, {"content", "How are you?"}}});
-    probe.add_generation_prompt = true;
-    try {
-      render_chat_template(own, probe);
-      return {own, "the model's own"};
-    } catch (const Error& e) {
-      problem = fmt::format("the model's chat template cannot be used ({})", e.what());
-    }
-  }
-  auto source = builtin_chat_template(kFallback);
-  if (!source) fail("{}, and the built-in {} template is missing", problem, kFallback);
-  print_notice(style, fmt::format("{}; using the built-in {} format (choose one with --chat-template NAME: {})",
-                                  problem, kFallback, builtin_names()));
-  return {*source, fmt::format("built-in {} (fallback)", kFallback)};
+  ChosenChatTemplate chosen = choose_chat_template(o.chat_template, tokenizer.chat_template());
+  if (!chosen.notice.empty()) print_notice(style, chosen.notice);
+  return {std::move(chosen.source), std::move(chosen.description)};
 }
 
 // ------------------------------------------------------------------------------------------------ the loop

@@ -16,6 +16,7 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/stats_report.h"
+#include "tokenizer/chat_template.h"
 
 namespace pagedllm::cli {
 namespace {
@@ -30,6 +31,9 @@ struct RunOptions {
   bool ignore_eos = false;
   bool no_bos = false;
   bool no_parse_special = false;
+  bool chat = false;
+  std::string chat_template;
+  std::string system_prompt;
   int batch_tokens = 512;
 };
 
@@ -64,7 +68,27 @@ void run_generation(const RunOptions& o) {
   auto model = Model::load(model_path);
   const Tokenizer& tokenizer = *model->tokenizer;
 
-  std::vector<int32_t> prompt_tokens = tokenizer.encode(prompt, !o.no_bos, !o.no_parse_special);
+  std::string text = prompt;
+  bool add_bos = !o.no_bos;
+  if (o.chat) {
+    // One user turn (after an optional system prompt) rendered through the model's template, ready for the answer.
+    const ChosenChatTemplate chosen = choose_chat_template(o.chat_template, tokenizer.chat_template());
+    if (!chosen.notice.empty()) fmt::print(stderr, "notice: {}\n", chosen.notice);
+    ChatTemplateInputs inputs;
+    inputs.messages = nlohmann::ordered_json::array();
+    if (!o.system_prompt.empty()) inputs.messages.push_back({{"role", "system"}, {"content", o.system_prompt}});
+    inputs.messages.push_back({{"role", "user"}, {"content", prompt}});
+    inputs.add_generation_prompt = true;
+    const int32_t bos = tokenizer.bos_id(), eos = tokenizer.eos_id();
+    inputs.bos_token = bos >= 0 ? tokenizer.token_text(bos) : "";
+    inputs.eos_token = eos >= 0 ? tokenizer.token_text(eos) : "";
+    text = render_chat_template(chosen.source, inputs);
+    // Templates that write the BOS text themselves must not get a second one from the tokenizer.
+    if (!inputs.bos_token.empty() && text.rfind(inputs.bos_token, 0) == 0) add_bos = false;
+  } else if (!o.chat_template.empty() || !o.system_prompt.empty()) {
+    fail("--chat-template and --system only apply with --chat");
+  }
+  std::vector<int32_t> prompt_tokens = tokenizer.encode(text, add_bos, o.chat || !o.no_parse_special);
   if (prompt_tokens.empty()) {
     fail("the prompt is empty and the model adds no BOS token: nothing to condition on");
   }
@@ -222,6 +246,10 @@ void add_run_command(CLI::App& app) {
   cmd->add_option("--batch-tokens", o->batch_tokens, "Prompt tokens per prefill forward")->capture_default_str();
   cmd->add_flag("--ignore-eos", o->ignore_eos, "Keep generating past end-of-generation tokens");
   cmd->add_flag("--no-bos", o->no_bos, "Do not add the model's BOS token to the prompt");
+  cmd->add_flag("--chat", o->chat, "Wrap the prompt as one user turn in the model's chat template");
+  cmd->add_option("--chat-template", o->chat_template, "With --chat: a built-in template instead of the model's "
+                                                       "(chatml, llama2, llama3, mistral, gemma, phi3, zephyr)");
+  cmd->add_option("--system", o->system_prompt, "With --chat: a system prompt before the user turn");
   cmd->add_flag("--no-parse-special", o->no_parse_special, "Treat control-token text in the prompt as plain text");
   cmd->callback([o] { run_generation(*o); });
 }

@@ -6,6 +6,10 @@
 
 #include <utility>
 
+#include <fmt/format.h>
+
+#include "common/error.h"
+
 namespace pagedllm {
 namespace {
 
@@ -158,6 +162,47 @@ std::vector<std::string> builtin_chat_template_names() {
   std::vector<std::string> names;
   for (const BuiltinTemplate& builtin : kBuiltinTemplates) names.emplace_back(builtin.name);
   return names;
+}
+
+namespace {
+
+std::string joined_builtin_names() {
+  std::string names;
+  for (const auto& name : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + name;
+  return names;
+}
+
+}  // namespace
+
+ChosenChatTemplate choose_chat_template(std::string_view requested, const std::string& model_template) {
+  if (!requested.empty()) {
+    auto source = builtin_chat_template(requested);
+    if (!source) fail("--chat-template '{}' is not a built-in template (known: {})", requested, joined_builtin_names());
+    return {*source, fmt::format("built-in {}", requested), ""};
+  }
+  constexpr std::string_view kFallback = "chatml";
+  std::string problem;
+  if (model_template.empty()) {
+    problem = "the model file has no chat template";
+  } else {
+    // A short conversation shows whether the interpreter can run the template at all.
+    ChatTemplateInputs probe;
+    probe.messages = nlohmann::ordered_json::array({{{"role", "user"}, {"content", "Hello"}},
+                                                    {{"role", "assistant"}, {"content", "Hi!"}},
+                                                    {{"role", "user"}, {"content", "How are you?"}}});
+    probe.add_generation_prompt = true;
+    try {
+      render_chat_template(model_template, probe);
+      return {model_template, "the model's own", ""};
+    } catch (const Error& e) {
+      problem = fmt::format("the model's chat template cannot be used ({})", e.what());
+    }
+  }
+  auto source = builtin_chat_template(kFallback);
+  if (!source) fail("{}, and the built-in {} template is missing", problem, kFallback);
+  return {*source, fmt::format("built-in {} (fallback)", kFallback),
+          fmt::format("{}; using the built-in {} format (choose one with --chat-template NAME: {})", problem,
+                      kFallback, joined_builtin_names())};
 }
 
 }  // namespace pagedllm

@@ -44,4 +44,14 @@ std::string render_chat_template(const std::string& template_source, const ChatT
 std::optional<std::string> builtin_chat_template(std::string_view name);
 std::vector<std::string> builtin_chat_template_names();
 
+// The template a generating command uses: the built-in `requested` when given (an Error names the known ones if it
+// is not one), else the model's own if the interpreter can render a short probe conversation with it, else the
+// built-in chatml with `notice` saying why.
+struct ChosenChatTemplate {
+  std::string source;
+  std::string description;  // "the model's own", "built-in NAME", "built-in chatml (fallback)"
+  std::string notice;       // non-empty when the model's template was absent or unusable
+};
+ChosenChatTemplate choose_chat_template(std::string_view requested, const std::string& model_template);
+
 }  // namespace pagedllm
