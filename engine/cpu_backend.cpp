@@ -11,19 +11,6 @@ namespace pagedllm {
 
 namespace {
 
-RopeParams make_rope_params(const ModelConfig& c) {
-  RopeParams p;
-  p.n_rot = static_cast<int>(c.n_rot);
-  p.freq_base = c.rope_freq_base;
-  p.freq_scale = c.rope_freq_scale;
-  p.attn_factor = c.rope_attn_factor;
-  p.neox = c.rope_layout == RopeLayout::Neox;
-  if (c.rope_scaling == RopeScaling::Yarn) {
-    p.ext_factor = 1.0f;
-    rope_yarn_corr_dims(p.n_rot, static_cast<int>(c.rope_original_context), p.freq_base, &p.yarn_low, &p.yarn_high);
-  }
-  return p;
-}
 
 KvShape kv_shape(const ModelConfig& c) {
   return KvShape{static_cast<int>(c.n_layer), static_cast<int>(c.n_head_kv), static_cast<int>(c.head_dim)};
@@ -37,7 +24,7 @@ CpuBackend::CpuBackend(const ModelConfig& config, const LlamaWeights& weights, i
       weights_(weights),
       kv_pool_(kv_shape(config), num_blocks, block_size, kv_dtype),
       thread_pool_(n_threads),
-      rope_(make_rope_params(config)),
+      rope_(rope_params_for(config)),
       attention_scale_(1.0f / std::sqrt(static_cast<float>(config.head_dim))) {}
 
 void CpuBackend::ensure_capacity(int64_t n) {

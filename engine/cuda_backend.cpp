@@ -27,20 +27,6 @@ using cuda::PinnedBuffer;
 
 namespace {
 
-// The same parameters CpuBackend derives from the config (engine/cpu_backend.cpp).
-RopeParams make_rope_params(const ModelConfig& c) {
-  RopeParams p;
-  p.n_rot = static_cast<int>(c.n_rot);
-  p.freq_base = c.rope_freq_base;
-  p.freq_scale = c.rope_freq_scale;
-  p.attn_factor = c.rope_attn_factor;
-  p.neox = c.rope_layout == RopeLayout::Neox;
-  if (c.rope_scaling == RopeScaling::Yarn) {
-    p.ext_factor = 1.0f;
-    rope_yarn_corr_dims(p.n_rot, static_cast<int>(c.rope_original_context), p.freq_base, &p.yarn_low, &p.yarn_high);
-  }
-  return p;
-}
 
 size_t align_up(size_t value, size_t alignment) { return (value + alignment - 1) / alignment * alignment; }
 
@@ -471,7 +457,7 @@ CudaBackend::CudaBackend(const ModelConfig& config, const LlamaWeights& weights,
   if (cublasCreate(&s.cublas) != CUBLAS_STATUS_SUCCESS) fail("cannot create a cuBLAS handle on {}", s.device.name);
   // FP32 products stay FP32 (no TF32), so F32 models compute what the CPU computes.
   cublasSetMathMode(s.cublas, CUBLAS_DEFAULT_MATH);
-  s.rope = make_rope_params(config);
+  s.rope = rope_params_for(config);
   // The same f32 expression as kernels/cpu/elementwise.cpp's rope.
   s.theta_scale = std::pow(s.rope.freq_base, -2.0f / static_cast<float>(s.rope.n_rot));
   s.attention_scale = 1.0f / std::sqrt(static_cast<float>(config.head_dim));

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/common/rope.h"
 #include "kernels/cpu/matmul.h"
 #include "model_loader/model_config.h"
 
@@ -41,6 +42,9 @@ struct LlamaWeights {
   uint64_t matrix_bytes = 0;  // all matrices as stored, token_embd included once
   std::vector<std::unique_ptr<std::vector<float>>> owned;  // f32 copies of vectors stored as F16/BF16
 };
+
+// The RoPE parameters every backend derives from the config (layout, base, linear or YaRN scaling).
+RopeParams rope_params_for(const ModelConfig& config);
 
 // Checks every tensor's presence, shape and type against `config`; errors name the tensor and what was expected.
 LlamaWeights load_llama_weights(const GgufFile& file, const ModelConfig& config);
