@@ -367,24 +367,10 @@ std::vector<ChatMessage> load_conversation(const std::string& path) {
 
 // ------------------------------------------------------------------------------------------------ template
 
-struct ChosenTemplate {
-  std::string source;
-  std::string description;
-};
-
-std::string builtin_names() {
-  std::string names;
-  for (const auto& name : builtin_chat_template_names()) {
-    if (!names.empty()) names += ", ";
-    names += std::string(name);
-  }
-  return names;
-}
-
-ChosenTemplate choose_template(const ChatOptions& o, const Tokenizer& tokenizer, const Style& style) {
+ChosenChatTemplate choose_template(const ChatOptions& o, const Tokenizer& tokenizer, const Style& style) {
   ChosenChatTemplate chosen = choose_chat_template(o.chat_template, tokenizer.chat_template());
   if (!chosen.notice.empty()) print_notice(style, chosen.notice);
-  return {std::move(chosen.source), std::move(chosen.description)};
+  return chosen;
 }
 
 // ------------------------------------------------------------------------------------------------ the loop
@@ -527,7 +513,7 @@ void run_chat(const ChatOptions& o) {
   const std::string model_path = o.generation.model_path.empty() ? default_model_path() : o.generation.model_path;
   auto model = Model::load(model_path);
   const Tokenizer& tokenizer = *model->tokenizer;
-  const ChosenTemplate chosen = choose_template(o, tokenizer, style);
+  const ChosenChatTemplate chosen = choose_template(o, tokenizer, style);
 
   Engine engine(*model, engine_config);
   ChatSessionOptions session_options;
@@ -579,7 +565,7 @@ void add_chat_command(CLI::App& app) {
                                                                            "(also -sysf FILE)");
     system->excludes(system_file);
     parser.add_option("--chat-template", o->chat_template, "Use a built-in chat format instead of the model's own "
-                                                           "template (" + builtin_names() + ")");
+                                                           "template (" + builtin_chat_template_list() + ")");
     parser.add_option("-n,--n-predict", o->n_predict, "Most tokens per answer (-1: until an end token or the context "
                                                       "is full)")->capture_default_str();
     parser.add_option("--batch-tokens", o->batch_tokens, "Prompt tokens per prefill forward")->capture_default_str();

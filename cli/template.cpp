@@ -33,18 +33,9 @@ struct TemplateOptions {
   std::string chat_template = "chatml";
 };
 
-std::string known_builtin_names() {
-  std::string names;
-  for (const std::string& name : builtin_chat_template_names()) {
-    if (!names.empty()) names += ", ";
-    names += name;
-  }
-  return names;
-}
-
 std::string builtin_source(const std::string& name) {
   std::optional<std::string> source = builtin_chat_template(name);
-  if (!source) fail("--chat-template '{}' is not a built-in template (known: {})", name, known_builtin_names());
+  if (!source) fail("--chat-template '{}' is not a built-in template (known: {})", name, builtin_chat_template_list());
   return *source;
 }
 
@@ -94,7 +85,7 @@ std::string model_template_or_fallback(const std::string& model_path, const std:
     }
   }
   fmt::print(stderr, "notice: {} {}; using the built-in {} format instead (--chat-template NAME: {})\n", model_path,
-             problem, fallback_name, known_builtin_names());
+             problem, fallback_name, builtin_chat_template_list());
   return fallback;
 }
 
@@ -151,7 +142,7 @@ void add_template_command(CLI::App& app) {
       cmd->add_option("--chat-template", options->chat_template,
                       fmt::format("Built-in format when there is no --template-file, and the fallback when the "
                                   "model has no usable template: {}",
-                                  known_builtin_names()))
+                                  builtin_chat_template_list()))
           ->capture_default_str();
   cmd->callback([options, bos, eos, chat_template] {
     run_template(*options, bos->count() > 0, eos->count() > 0, chat_template->count() > 0);

@@ -164,20 +164,16 @@ std::vector<std::string> builtin_chat_template_names() {
   return names;
 }
 
-namespace {
-
-std::string joined_builtin_names() {
+std::string builtin_chat_template_list() {
   std::string names;
   for (const auto& name : builtin_chat_template_names()) names += (names.empty() ? "" : ", ") + name;
   return names;
 }
 
-}  // namespace
-
 ChosenChatTemplate choose_chat_template(std::string_view requested, const std::string& model_template) {
   if (!requested.empty()) {
     auto source = builtin_chat_template(requested);
-    if (!source) fail("--chat-template '{}' is not a built-in template (known: {})", requested, joined_builtin_names());
+    if (!source) fail("--chat-template '{}' is not a built-in template (known: {})", requested, builtin_chat_template_list());
     return {*source, fmt::format("built-in {}", requested), ""};
   }
   constexpr std::string_view kFallback = "chatml";
@@ -202,7 +198,7 @@ ChosenChatTemplate choose_chat_template(std::string_view requested, const std::s
   if (!source) fail("{}, and the built-in {} template is missing", problem, kFallback);
   return {*source, fmt::format("built-in {} (fallback)", kFallback),
           fmt::format("{}; using the built-in {} format (choose one with --chat-template NAME: {})", problem,
-                      kFallback, joined_builtin_names())};
+                      kFallback, builtin_chat_template_list())};
 }
 
 }  // namespace pagedllm

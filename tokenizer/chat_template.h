@@ -43,6 +43,8 @@ std::string render_chat_template(const std::string& template_source, const ChatT
 // Jinja source of a built-in format (chatml, llama2, llama3, mistral, gemma, phi3, zephyr); nullopt otherwise.
 std::optional<std::string> builtin_chat_template(std::string_view name);
 std::vector<std::string> builtin_chat_template_names();
+// The names joined with ", ", for help texts and error messages.
+std::string builtin_chat_template_list();
 
 // The template a generating command uses: the built-in `requested` when given (an Error names the known ones if it
 // is not one), else the model's own if the interpreter can render a short probe conversation with it, else the
