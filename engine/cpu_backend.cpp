@@ -54,10 +54,9 @@ void CpuBackend::forward(const BatchInput& batch, float* logits) {
   ensure_capacity(n);
   const int64_t n_embd = c.n_embd;
 
-  std::vector<SeqAttention> seq_attention;  // [n_seqs]; small, one per sequence in the batch
-  seq_attention.reserve(batch.seqs.size());
+  seq_attention_.clear();
   for (const SeqView& s : batch.seqs) {
-    seq_attention.push_back(SeqAttention{s.first_row, s.n_new, s.context_length, s.block_table.data(),
+    seq_attention_.push_back(SeqAttention{s.first_row, s.n_new, s.context_length, s.block_table.data(),
                                          static_cast<int32_t>(s.block_table.size())});
   }
 
@@ -95,7 +94,7 @@ void CpuBackend::forward(const BatchInput& batch, float* logits) {
     args.head_dim = static_cast<int>(c.head_dim);
     args.block_size = kv_pool_.block_size();
     args.scale = attention_scale_;
-    args.seqs = seq_attention;
+    args.seqs = seq_attention_;
     paged_attention(args, thread_pool_);
 
     matmul(l.attn_output, attn_.data(), n, proj_.data());

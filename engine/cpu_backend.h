@@ -10,6 +10,7 @@
 #include "engine/kv_pool.h"
 #include "engine/model_weights.h"
 #include "kernels/common/rope.h"
+#include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"
 
 namespace pagedllm {
@@ -51,6 +52,7 @@ class CpuBackend : public Backend {
   std::vector<float> gate_;      // [n_tokens, n_ff]
   std::vector<float> up_;        // [n_tokens, n_ff]
   std::vector<float> final_;     // [n_logits, n_embd]
+  std::vector<SeqAttention> seq_attention_;  // [n_seqs] the batch's sequences as the attention kernel takes them
 };
 
 }  // namespace pagedllm
