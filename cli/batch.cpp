@@ -19,12 +19,12 @@
 #include "cli/cli_support.h"
 #include "cli/commands.h"
 #include "common/error.h"
-#include "engine/batch_io.h"
+#include "cli/batch_files.h"
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "engine/scheduler.h"
 #include "engine/stats_report.h"
-#include "tokenizer/chat_template.h"
+#include "templates/chat_template.h"
 
 namespace pagedllm::cli {
 namespace {

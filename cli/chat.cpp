@@ -31,7 +31,7 @@
 #include "engine/engine.h"
 #include "engine/model.h"
 #include "engine/stats_report.h"
-#include "tokenizer/chat_template.h"
+#include "templates/chat_template.h"
 
 namespace pagedllm::cli {
 namespace {

@@ -9,7 +9,7 @@
 
 #include "cli/commands.h"
 #include "common/error.h"
-#include "kernels/cuda/device_info.h"
+#include "engine/backend_factory.h"
 #include "model_loader/gguf.h"
 #include "model_loader/model_config.h"
 
@@ -68,9 +68,9 @@ nlohmann::json config_to_json(const ModelConfig& c) {
 
 void print_devices(bool as_json) {
   std::string why_none;
-  const auto devices = query_cuda_devices(why_none);
+  const auto devices = list_gpu_devices(why_none);
   if (as_json) {
-    nlohmann::json out = {{"cuda_compiled_in", cuda_compiled_in()}, {"devices", nlohmann::json::array()}};
+    nlohmann::json out = {{"cuda_compiled_in", gpu_backend_compiled_in()}, {"devices", nlohmann::json::array()}};
     for (const auto& d : devices) {
       out["devices"].push_back({{"index", d.index}, {"name", d.name},
                                 {"compute_capability", fmt::format("{}.{}", d.compute_major, d.compute_minor)},

@@ -16,7 +16,7 @@
 #include "engine/model.h"
 #include "engine/sampler.h"
 #include "engine/stats_report.h"
-#include "tokenizer/chat_template.h"
+#include "templates/chat_template.h"
 
 namespace pagedllm::cli {
 namespace {

@@ -16,8 +16,8 @@
 #include "cli/commands.h"
 #include "common/error.h"
 #include "model_loader/gguf.h"
-#include "tokenizer/chat_template.h"
-#include "tokenizer/jinja_error.h"
+#include "templates/chat_template.h"
+#include "templates/jinja_error.h"
 #include "tokenizer/tokenizer.h"
 
 namespace pagedllm::cli {

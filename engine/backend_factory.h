@@ -3,17 +3,24 @@
 // asks make_backend for the chosen one.
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
+#include <vector>
 
+#include "common/gpu_device.h"
 #include "engine/backend.h"
-#include "engine/model_weights.h"
-#include "kernels/common/kv_dtype.h"
+#include "model_loader/model_weights.h"
+#include "tensor/kv_dtype.h"
 
 namespace pagedllm {
 
 enum class DeviceKind { Cpu, Cuda };
 
 std::string_view device_kind_name(DeviceKind kind);
+
+// Whether this build has the CUDA backend, and the devices it sees (empty, with `why_none` set, when none).
+bool gpu_backend_compiled_in();
+std::vector<GpuDeviceInfo> list_gpu_devices(std::string& why_none);
 
 // True when CUDA is compiled in and at least one device answers.
 bool cuda_device_available();

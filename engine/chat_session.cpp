@@ -5,7 +5,7 @@
 #include <utility>
 
 #include "common/error.h"
-#include "tokenizer/chat_template.h"
+#include "templates/chat_template.h"
 
 namespace pagedllm {
 namespace {

@@ -23,7 +23,7 @@
 
 #include "engine/engine.h"
 #include "engine/sampler.h"
-#include "tokenizer/chat_template.h"
+#include "templates/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace pagedllm {

@@ -3,7 +3,8 @@
 #include <cmath>
 
 #include "common/error.h"
-#include "kernels/common/activation_quant.h"
+#include "engine/rope_config.h"
+#include "tensor/activation_quant.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
 

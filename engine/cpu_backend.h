@@ -8,7 +8,7 @@
 #include "common/thread_pool.h"
 #include "engine/backend.h"
 #include "engine/kv_pool.h"
-#include "engine/model_weights.h"
+#include "model_loader/model_weights.h"
 #include "kernels/common/rope.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/matmul.h"

@@ -1,6 +1,7 @@
 #include "engine/cuda_backend.h"
 
 #include "common/error.h"
+#include "engine/rope_config.h"
 
 #if defined(PAGEDLLM_HAVE_CUDA)
 
@@ -13,7 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 #include "kernels/common/rope.h"
 #include "kernels/cuda/attention_plan.h"
 #include "kernels/cuda/cuda_common.cuh"
@@ -29,8 +30,6 @@ namespace {
 
 
 size_t align_up(size_t value, size_t alignment) { return (value + alignment - 1) / alignment * alignment; }
-
-size_t matrix_bytes(const WeightMatrix& w) { return row_bytes(w.type, w.n_cols) * static_cast<size_t>(w.n_rows); }
 
 struct LayerDevice {
   DeviceMatrix attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down;
@@ -132,7 +131,7 @@ struct CudaBackend::Impl {
       if (!cuda::can_dequantize_on_device(m.type)) {
         fail("the CUDA backend cannot compute {} weights ({} x {} matrix)", type_name(m.type), m.n_rows, m.n_cols);
       }
-      reserve(m.data, matrix_bytes(m));
+      reserve(m.data, weight_matrix_bytes(m));
       widest_input = std::max(widest_input, m.n_cols);
       any_quantized = any_quantized || (m.type != GgmlType::F32 && m.type != GgmlType::F16 && m.type != GgmlType::BF16);
     };

@@ -14,8 +14,8 @@
 #include <string>
 
 #include "engine/backend.h"
-#include "engine/model_weights.h"
-#include "kernels/common/kv_dtype.h"
+#include "model_loader/model_weights.h"
+#include "tensor/kv_dtype.h"
 #include "kernels/cuda/device_info.h"
 
 namespace pagedllm {

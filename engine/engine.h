@@ -13,7 +13,7 @@
 #include "engine/batch.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
-#include "kernels/common/kv_dtype.h"
+#include "tensor/kv_dtype.h"
 
 namespace pagedllm {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "engine/kv_cache.h"
-#include "kernels/common/kv_dtype.h"
+#include "tensor/kv_dtype.h"
 
 namespace pagedllm {
 

@@ -3,7 +3,7 @@
 #include <memory>
 #include <string>
 
-#include "engine/model_weights.h"
+#include "model_loader/model_weights.h"
 #include "model_loader/gguf.h"
 #include "model_loader/model_config.h"
 #include "tokenizer/tokenizer.h"

@@ -1,7 +1,7 @@
 #pragma once
 // What the batch scheduler is asked to do (a GenerationRequest: a tokenized prompt, how much to generate, how to
 // sample, how many samples) and what it hands back (a RequestResult: one Completion per sample). Input parsing and
-// output records live in engine/batch_io.h; the scheduling itself in engine/scheduler.h.
+// output records live in cli/batch_files.h; the scheduling itself in engine/scheduler.h.
 #include <cstdint>
 #include <string>
 #include <vector>

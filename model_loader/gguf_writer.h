@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "model_loader/gguf.h"
-#include "model_loader/tensor_types.h"
+#include "tensor/tensor_types.h"
 
 namespace pagedllm {
 

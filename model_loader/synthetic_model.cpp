@@ -10,7 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "common/error.h"
-#include "model_loader/quantize.h"
+#include "tensor/quantize.h"
 
 namespace pagedllm {
 namespace {

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "model_loader/gguf_writer.h"
-#include "model_loader/tensor_types.h"
+#include "tensor/tensor_types.h"
 
 namespace pagedllm {
 

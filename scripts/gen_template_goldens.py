@@ -4,7 +4,7 @@ Face's apply_chat_template renders them, for tests/test_chat_template_golden.cpp
 with no Python at test time).
 
 Templates: the real ones in ../shared/chat-templates, the .jinja files in tests/golden/templates (SmolLM2's own
-template and hand-written tricky ones), and the built-in formats of tokenizer/chat_template.cpp (read from its
+template and hand-written tricky ones), and the built-in formats of templates/chat_template.cpp (read from its
 R"jinja(...)jinja" literals). Each is rendered over every conversation below, with and without the generation
 prompt. A render that raises records the exception: raise_exception(...) messages exactly, other errors by kind.
 
@@ -106,7 +106,7 @@ def builtin_templates():
     source = (REPO / "tokenizer" / "chat_template.cpp").read_text(encoding="utf-8")
     found = re.findall(r'\{"(\w+)",\s*R"jinja\((.*?)\)jinja"\}', source, flags=re.S)
     if not found:
-        sys.exit("no built-in templates found in tokenizer/chat_template.cpp")
+        sys.exit("no built-in templates found in templates/chat_template.cpp")
     return found
 
 

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "common/thread_pool.h"
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 #include "kernels/common/online_softmax.h"
 #include "kernels/cpu/attention.h"
 

@@ -16,8 +16,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "tokenizer/chat_template.h"
-#include "tokenizer/jinja_error.h"
+#include "templates/chat_template.h"
+#include "templates/jinja_error.h"
 
 namespace {
 

@@ -25,7 +25,7 @@
 #include <fmt/format.h>
 
 #include "engine/cuda_backend.h"
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 #include "kernels/cuda/attention_plan.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"

@@ -47,8 +47,8 @@ TEST_CASE("CUDA ops against the CPU ops") { SKIP_WITHOUT_DEVICE(); }
 #include "engine/kv_pool.h"
 #include "engine/model.h"
 #include "engine/sampler.h"
-#include "kernels/common/hd.h"
-#include "kernels/common/quant_blocks.h"
+#include "tensor/float16.h"
+#include "tensor/quant_blocks.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
@@ -56,7 +56,7 @@ TEST_CASE("CUDA ops against the CPU ops") { SKIP_WITHOUT_DEVICE(); }
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "model_loader/gguf.h"
-#include "model_loader/quantize.h"
+#include "tensor/quantize.h"
 #include "model_loader/synthetic_model.h"
 
 using namespace pagedllm;

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
-#include "model_loader/dequantize.h"
+#include "tensor/dequantize.h"
 #include "model_loader/gguf.h"
 #include "model_loader/gguf_writer.h"
 #include "model_loader/model_config.h"

@@ -1,4 +1,4 @@
-// Unit tests of the Jinja interpreter (tokenizer/jinja_*): whitespace rules, expressions with Python semantics,
+// Unit tests of the Jinja interpreter (templates/jinja_*): whitespace rules, expressions with Python semantics,
 // statements and scoping, filters, tests, errors and the limits that stop a hostile template. Expected values are
 // what Python's jinja2 (3.1, in HF's sandboxed setup: trim_blocks, lstrip_blocks, loopcontrols) produces for the same
 // template; the golden tests (test_chat_template_golden.cpp) compare whole chat templates against jinja2 itself.
@@ -10,10 +10,10 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
-#include "tokenizer/chat_template.h"
-#include "tokenizer/jinja_error.h"
-#include "tokenizer/jinja_interpreter.h"
-#include "tokenizer/jinja_text.h"
+#include "templates/chat_template.h"
+#include "templates/jinja_error.h"
+#include "templates/jinja_interpreter.h"
+#include "templates/jinja_text.h"
 
 namespace {
 

@@ -13,7 +13,7 @@
 #include "common/error.h"
 #include "engine/kv_cache.h"
 #include "engine/kv_pool.h"
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 
 using namespace pagedllm;
 

@@ -11,10 +11,10 @@
 
 #include "common/error.h"
 #include "common/thread_pool.h"
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 #include "kernels/cpu/matmul.h"
-#include "model_loader/dequantize.h"
-#include "model_loader/quantize.h"
+#include "tensor/dequantize.h"
+#include "tensor/quantize.h"
 
 using namespace pagedllm;
 

@@ -11,11 +11,11 @@
 #include <vector>
 
 #include "common/error.h"
-#include "kernels/common/activation_quant.h"
-#include "kernels/common/hd.h"
-#include "kernels/common/quant_blocks.h"
-#include "model_loader/dequantize.h"
-#include "model_loader/quantize.h"
+#include "tensor/activation_quant.h"
+#include "tensor/float16.h"
+#include "tensor/quant_blocks.h"
+#include "tensor/dequantize.h"
+#include "tensor/quantize.h"
 
 using namespace pagedllm;
 

@@ -21,7 +21,7 @@
 #include "model_loader/gguf_writer.h"
 #include "tokenizer/pre_tokenizer.h"
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/unicode.h"
+#include "common/unicode.h"
 #include "tokenizer/word_splitter.h"
 
 using namespace pagedllm;

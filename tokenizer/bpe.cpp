@@ -6,7 +6,7 @@
 #include <queue>
 
 #include "tokenizer/byte_level.h"
-#include "tokenizer/unicode.h"
+#include "common/unicode.h"
 #include "tokenizer/word_cache.h"
 
 namespace pagedllm {

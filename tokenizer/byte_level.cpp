@@ -4,7 +4,7 @@
 
 #include <fmt/format.h>
 
-#include "tokenizer/unicode.h"
+#include "common/unicode.h"
 
 namespace pagedllm::byte_level {
 namespace {

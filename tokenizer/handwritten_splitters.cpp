@@ -4,7 +4,7 @@
 //           \s+(?!\S)|\s+
 // At each position the first alternative that applies wins, exactly as llama.cpp's splitters decide it, including
 // their reading of the piece end (a position past the end is no character of any class).
-#include "tokenizer/unicode.h"
+#include "common/unicode.h"
 #include "tokenizer/word_splitter.h"
 
 namespace pagedllm {

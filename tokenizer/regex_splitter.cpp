@@ -9,7 +9,7 @@
 #include <algorithm>
 
 #include "common/error.h"
-#include "tokenizer/unicode.h"
+#include "common/unicode.h"
 #include "tokenizer/word_splitter.h"
 
 namespace pagedllm {

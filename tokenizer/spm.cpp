@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "common/error.h"
-#include "tokenizer/unicode.h"
+#include "common/unicode.h"
 #include "tokenizer/word_cache.h"
 
 namespace pagedllm {

@@ -1,5 +1,5 @@
 #include "tokenizer/tokenizer.h"
-#include "tokenizer/unicode.h"
+#include "common/unicode.h"
 
 namespace pagedllm {
 

@@ -20,7 +20,7 @@
 
 #include "common/thread_pool.h"
 #include "kernels/cpu/matmul.h"
-#include "model_loader/quantize.h"
+#include "tensor/quantize.h"
 
 using namespace pagedllm;
 

@@ -14,11 +14,11 @@
 #include "ggml.h"
 #include "ggml-cpu.h"
 #include "common/thread_pool.h"
-#include "kernels/common/activation_quant.h"
-#include "kernels/common/hd.h"
+#include "tensor/activation_quant.h"
+#include "tensor/float16.h"
 #include "kernels/cpu/matmul.h"
-#include "model_loader/dequantize.h"
-#include "model_loader/quantize.h"
+#include "tensor/dequantize.h"
+#include "tensor/quantize.h"
 
 using pagedllm::GgmlType;
 

@@ -8,7 +8,7 @@
 // merge the same way. m = -inf means "no key seen yet" and is handled explicitly, because exp(-inf - -inf) is NaN.
 #include <math.h>
 
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 
 namespace pagedllm {
 

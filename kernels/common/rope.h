@@ -4,7 +4,7 @@
 // scaled linearly or blended YaRN-style, and cos/sin carry the attention factor.
 #include <cmath>
 
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 
 namespace pagedllm {
 

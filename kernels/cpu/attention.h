@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <span>
 
-#include "kernels/common/kv_dtype.h"
+#include "tensor/kv_dtype.h"
 
 namespace pagedllm {
 

@@ -10,7 +10,7 @@
 
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/attention_checks.h"
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 
 namespace pagedllm {
 

@@ -1,9 +1,9 @@
 #pragma once
 // Whole-row conversions between f32 and IEEE binary16, for the K/V pools: eight at a time with F16C when the build
-// targets it, else element by element through kernels/common/hd.h (the same bits either way).
+// targets it, else element by element through tensor/float16.h (the same bits either way).
 #include <cstdint>
 
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 
 #if defined(__F16C__) && defined(__AVX__)
 #include <immintrin.h>

@@ -1,9 +1,9 @@
 #include "kernels/cpu/matmul.h"
 
 #include "common/error.h"
-#include "kernels/common/activation_quant.h"
+#include "tensor/activation_quant.h"
 #include "kernels/cpu/matmul_kernels.h"
-#include "model_loader/dequantize.h"
+#include "tensor/dequantize.h"
 
 namespace pagedllm {
 

@@ -9,18 +9,10 @@
 #include <vector>
 
 #include "common/thread_pool.h"
-#include "model_loader/tensor_types.h"
+#include "tensor/tensor_types.h"
+#include "tensor/weight_matrix.h"
 
 namespace pagedllm {
-
-// A weight matrix as stored in GGUF: n_rows rows of n_cols elements, row i at data + i * row_bytes(type, n_cols).
-// n_cols = input features (K), n_rows = output features (N).
-struct WeightMatrix {
-  GgmlType type;
-  const uint8_t* data;
-  int64_t n_cols;
-  int64_t n_rows;
-};
 
 // Reusable buffers of matmul: the converted activations. They only grow, so steady-state calls never allocate.
 // One scratch per concurrent caller.

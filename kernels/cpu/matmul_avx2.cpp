@@ -9,8 +9,8 @@
 
 #include <type_traits>
 
-#include "kernels/common/hd.h"
-#include "kernels/common/quant_blocks.h"
+#include "tensor/float16.h"
+#include "tensor/quant_blocks.h"
 
 namespace pagedllm::matmul_detail {
 namespace {

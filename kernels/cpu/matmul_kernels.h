@@ -5,7 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "model_loader/tensor_types.h"
+#include "tensor/tensor_types.h"
 
 namespace pagedllm::matmul_detail {
 

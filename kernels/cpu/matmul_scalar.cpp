@@ -1,8 +1,8 @@
 // Portable dot products of one weight row with one activation row, for every computable weight type. Integer sums
 // per block, scaled once per block, as ggml's reference vec_dot functions do. These are compiled on every machine
 // and are the reference the SIMD kernels are tested against.
-#include "kernels/common/hd.h"
-#include "kernels/common/quant_blocks.h"
+#include "tensor/float16.h"
+#include "tensor/quant_blocks.h"
 #include "kernels/cpu/matmul_kernels.h"
 
 namespace pagedllm::matmul_detail {

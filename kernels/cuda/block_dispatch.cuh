@@ -1,9 +1,9 @@
 #pragma once
-// Host-side dispatch from a GgmlType to the block struct of kernels/common/quant_blocks.h, so a kernel template
+// Host-side dispatch from a GgmlType to the block struct of tensor/quant_blocks.h, so a kernel template
 // over the block type is instantiated once per format: dispatch_quant_block(type, [&](auto tag) { using Block =
 // decltype(tag); ... }). Returns false for float types and types without a block struct.
-#include "kernels/common/quant_blocks.h"
-#include "model_loader/tensor_types.h"
+#include "tensor/quant_blocks.h"
+#include "tensor/tensor_types.h"
 
 namespace pagedllm::cuda {
 

@@ -14,7 +14,7 @@
 
 #include "kernels/common/rope.h"
 #include "kernels/cuda/attention_plan.h"
-#include "model_loader/tensor_types.h"
+#include "tensor/tensor_types.h"
 
 namespace pagedllm::cuda {
 

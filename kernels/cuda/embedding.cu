@@ -1,10 +1,10 @@
 // Dequantization on the device: embedding rows to f32, and weight rows to f16 for the cuBLAS prefill products.
-// Each quantized block is expanded by the shared dequantize_block (kernels/common/quant_blocks.h), the very
+// Each quantized block is expanded by the shared dequantize_block (tensor/quant_blocks.h), the very
 // function the CPU path runs, so the two agree bit for bit.
 #include <cuda_fp16.h>
 
 #include "common/error.h"
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 #include "kernels/cuda/block_dispatch.cuh"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"

@@ -11,8 +11,8 @@
 #include <type_traits>
 
 #include "common/error.h"
-#include "kernels/common/activation_quant.h"
-#include "kernels/common/quant_blocks.h"
+#include "tensor/activation_quant.h"
+#include "tensor/quant_blocks.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -33,7 +33,7 @@ __global__ void convert_to_bf16_kernel(const float* x, int64_t n, __nv_bfloat16*
 }
 
 // Quantized weights: the activations first take the round trip through the 8-bit format the CPU multiplies that
-// weight type with (quantize with the shared kernels/common/activation_quant.h, dequantize with the shared
+// weight type with (quantize with the shared tensor/activation_quant.h, dequantize with the shared
 // dequantize_block), then go to f16. The products then see the CPU's activation values (up to the f16 rounding of
 // d·q), which keeps prefill logits close to the CPU's. One thread per block. x: [M, K]; out: [M, K] f16.
 template <typename Block>

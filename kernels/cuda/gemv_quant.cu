@@ -4,7 +4,7 @@
 //
 // The numerics are the CPU kernels' (kernels/cpu/matmul_scalar.cpp): the activations are first converted to the
 // format llama.cpp pairs with the weight type (Q8_0, Q8_1, Q8_K, or f32 rounded through f16/bf16; the conversion
-// uses the shared kernels/common/activation_quant.h), each block's integer dot product is exact, and each block is
+// uses the shared tensor/activation_quant.h), each block's integer dot product is exact, and each block is
 // scaled with the same f32 expression as on the CPU. Only the order in which the per-block floats are summed
 // differs (a warp-wide tree instead of a loop).
 #include <cuda_bf16.h>
@@ -13,9 +13,9 @@
 #include <type_traits>
 
 #include "common/error.h"
-#include "kernels/common/activation_quant.h"
-#include "kernels/common/hd.h"
-#include "kernels/common/quant_blocks.h"
+#include "tensor/activation_quant.h"
+#include "tensor/float16.h"
+#include "tensor/quant_blocks.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 

@@ -2,7 +2,7 @@
 // copies for copy-on-write.
 #include <algorithm>
 
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 

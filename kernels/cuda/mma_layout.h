@@ -9,7 +9,7 @@
 //     2t + c%2).
 // A warp's 16 query rows are the A operand of S = Q·Kᵀ (k = head dims), K rows the B operand (n = keys); the
 // scores' accumulators, re-packed, are the A operand of O = P·V (k = keys) and V rows the B operand (n = dims).
-#include "kernels/common/hd.h"
+#include "common/host_device.h"
 
 namespace pagedllm::cuda {
 

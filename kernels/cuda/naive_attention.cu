@@ -4,7 +4,7 @@
 #include <algorithm>
 
 #include "common/error.h"
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 

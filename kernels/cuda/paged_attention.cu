@@ -11,7 +11,7 @@
 #include <cuda_fp16.h>
 
 #include "common/error.h"
-#include "kernels/common/hd.h"
+#include "tensor/float16.h"
 #include "kernels/common/online_softmax.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "model_loader/dequantize.h"
+#include "tensor/dequantize.h"
 #include "model_loader/gguf.h"
 #include "model_loader/gguf_writer.h"
 #include "model_loader/model_config.h"

@@ -1,0 +1,320 @@
+#include "cli/batch_files.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+
+#include <fmt/format.h>
+
+#include "common/error.h"
+
+namespace pagedllm {
+namespace {
+
+const std::set<std::string, std::less<>> kKnownFields = {
+    "id",    "prompt", "messages", "max_tokens",     "temperature",       "top_p",           "top_k",
+    "min_p", "seed",   "n",        "stop",           "repeat_penalty",    "frequency_penalty", "presence_penalty"};
+
+// Thrown inside parse_request_line only, turned into RequestLine::error.
+struct LineProblem {
+  std::string message;
+};
+
+[[noreturn]] void problem(std::string message) { throw LineProblem{std::move(message)}; }
+
+int64_t integer_field(const nlohmann::json& object, const char* name, int64_t low, int64_t high) {
+  const nlohmann::json& value = object.at(name);
+  if (value.is_number_unsigned()) {
+    const uint64_t v = value.get<uint64_t>();
+    if (v > static_cast<uint64_t>(high)) problem(fmt::format("\"{}\" must be at most {}, got {}", name, high, v));
+    return static_cast<int64_t>(v);
+  }
+  if (!value.is_number_integer()) problem(fmt::format("\"{}\" must be an integer, got {}", name, value.dump()));
+  const int64_t v = value.get<int64_t>();
+  if (v < low && low == 1) problem(fmt::format("\"{}\" must be a positive integer, got {}", name, v));
+  if (v < low && low == 0) problem(fmt::format("\"{}\" must not be negative, got {}", name, v));
+  if (v < low || v > high) problem(fmt::format("\"{}\" must be between {} and {}, got {}", name, low, high, v));
+  return v;
+}
+
+float number_field(const nlohmann::json& object, const char* name) {
+  const nlohmann::json& value = object.at(name);
+  if (!value.is_number()) problem(fmt::format("\"{}\" must be a number, got {}", name, value.dump()));
+  const double v = value.get<double>();
+  if (!std::isfinite(v) || std::fabs(v) > 1e30) problem(fmt::format("\"{}\" must be a finite number", name));
+  return static_cast<float>(v);
+}
+
+void parse_object(const nlohmann::json& object, RequestLine& out) {
+  if (!object.is_object()) problem(fmt::format("a request must be a JSON object, got {}", object.type_name()));
+  if (object.contains("id")) {
+    const nlohmann::json& id = object["id"];
+    if (!id.is_string() && !id.is_number_integer()) {
+      problem(fmt::format("\"id\" must be a string or an integer, got {}", id.dump()));
+    }
+    out.id = id;
+  }
+  for (const auto& [key, value] : object.items()) {
+    if (!kKnownFields.contains(key)) out.unknown_fields.push_back(key);
+  }
+  const bool has_prompt = object.contains("prompt");
+  const bool has_messages = object.contains("messages");
+  if (has_prompt && has_messages) problem("give either \"prompt\" or \"messages\", not both");
+  if (!has_prompt && !has_messages) problem("the request has neither \"prompt\" nor \"messages\"");
+  if (has_prompt) {
+    if (!object["prompt"].is_string()) problem(fmt::format("\"prompt\" must be a string, got {}", object["prompt"].type_name()));
+    out.prompt = object["prompt"].get<std::string>();
+  } else {
+    const nlohmann::json& messages = object["messages"];
+    if (!messages.is_array() || messages.empty()) problem("\"messages\" must be a non-empty array of messages");
+    for (const nlohmann::json& message : messages) {
+      if (!message.is_object() || !message.contains("role") || !message["role"].is_string()) {
+        problem("every message must be an object with a string \"role\"");
+      }
+    }
+    out.messages = messages;
+  }
+  if (object.contains("max_tokens")) {
+    out.max_tokens = static_cast<int>(integer_field(object, "max_tokens", 1, std::numeric_limits<int32_t>::max()));
+  }
+  if (object.contains("temperature")) out.temperature = number_field(object, "temperature");
+  if (object.contains("top_p")) out.top_p = number_field(object, "top_p");
+  if (object.contains("min_p")) out.min_p = number_field(object, "min_p");
+  if (object.contains("repeat_penalty")) out.repeat_penalty = number_field(object, "repeat_penalty");
+  if (object.contains("frequency_penalty")) out.frequency_penalty = number_field(object, "frequency_penalty");
+  if (object.contains("presence_penalty")) out.presence_penalty = number_field(object, "presence_penalty");
+  if (object.contains("top_k")) {
+    out.top_k = static_cast<int>(integer_field(object, "top_k", 0, std::numeric_limits<int32_t>::max()));
+  }
+  if (object.contains("seed")) {
+    const nlohmann::json& seed = object["seed"];
+    if (seed.is_number_unsigned()) {
+      out.seed = seed.get<uint64_t>();
+    } else {
+      problem(fmt::format("\"seed\" must be a non-negative integer, got {}", seed.dump()));
+    }
+    // The sampler reserves this value for "draw a random seed".
+    if (*out.seed == kRandomSeed) problem(fmt::format("\"seed\" {} is reserved (it means random); omit it", kRandomSeed));
+  }
+  if (object.contains("n")) out.n = static_cast<int>(integer_field(object, "n", 1, kMaxSamples));
+  if (object.contains("stop")) {
+    const nlohmann::json& stop = object["stop"];
+    if (stop.is_string()) {
+      out.stop.push_back(stop.get<std::string>());
+    } else if (stop.is_array() && stop.size() <= 64) {
+      for (const nlohmann::json& s : stop) {
+        if (!s.is_string()) problem("\"stop\" must be a string or an array of strings");
+        out.stop.push_back(s.get<std::string>());
+      }
+    } else {
+      problem("\"stop\" must be a string or an array of at most 64 strings");
+    }
+    for (const std::string& s : out.stop) {
+      if (s.empty()) problem("a \"stop\" string is empty");
+    }
+  }
+}
+
+std::string_view trim_line_end(std::string_view line) {
+  while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.remove_suffix(1);
+  return line;
+}
+
+bool is_blank(std::string_view line) {
+  return line.find_first_not_of(" \t\r\n") == std::string_view::npos;
+}
+
+}  // namespace
+
+RequestLine parse_request_line(std::string_view text, int line_number) {
+  RequestLine out;
+  out.line = line_number;
+  out.id = line_number;
+  try {
+    nlohmann::json object;
+    try {
+      object = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::parse_error& e) {
+      // nlohmann's messages start with "[json.exception.parse_error.101] parse error at line 1, column 5: ...".
+      std::string message = e.what();
+      if (const size_t at = message.find("] "); at != std::string::npos) message = message.substr(at + 2);
+      problem("invalid JSON: " + message);
+    }
+    parse_object(object, out);
+  } catch (const LineProblem& p) {
+    out.error = p.message;
+  } catch (const nlohmann::json::exception& e) {
+    out.error = std::string("unreadable request: ") + e.what();
+  }
+  return out;
+}
+
+std::vector<RequestLine> read_request_file(const std::string& path, InputFormat format) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) fail("{}: is a directory, not a request file", path);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("{}: cannot open: {}", path, std::strerror(errno));
+  std::vector<RequestLine> lines;
+  std::string raw;
+  for (int line_number = 1; std::getline(in, raw); ++line_number) {
+    std::string_view line = trim_line_end(raw);
+    if (line_number == 1 && line.starts_with("\xEF\xBB\xBF")) line.remove_prefix(3);  // a UTF-8 byte-order mark
+    if (is_blank(line)) continue;
+    if (format == InputFormat::Jsonl) {
+      lines.push_back(parse_request_line(line, line_number));
+    } else {
+      RequestLine request;
+      request.line = line_number;
+      request.id = line_number;
+      request.prompt = std::string(line);
+      lines.push_back(std::move(request));
+    }
+  }
+  if (in.bad()) fail("{}: read error", path);
+  return lines;
+}
+
+SamplingParams sampling_for(const RequestLine& line, const SamplingParams& defaults) {
+  SamplingParams p = defaults;
+  if (line.temperature) p.temperature = *line.temperature;
+  if (line.top_p) p.top_p = *line.top_p;
+  if (line.top_k) p.top_k = *line.top_k;
+  if (line.min_p) p.min_p = *line.min_p;
+  if (line.repeat_penalty) p.repeat_penalty = *line.repeat_penalty;
+  if (line.frequency_penalty) p.frequency_penalty = *line.frequency_penalty;
+  if (line.presence_penalty) p.presence_penalty = *line.presence_penalty;
+  if (line.seed) p.seed = *line.seed;
+  return p;
+}
+
+nlohmann::ordered_json result_record(const RequestLine& line, const RequestResult& result) {
+  if (!result.error.empty()) {
+    nlohmann::ordered_json record = error_record(line, result.error);
+    record["prompt_tokens"] = result.prompt_tokens;
+    return record;
+  }
+  nlohmann::ordered_json completions = nlohmann::ordered_json::array();
+  for (size_t i = 0; i < result.completions.size(); ++i) {
+    const Completion& c = result.completions[i];
+    completions.push_back({{"index", i},
+                           {"text", c.text},
+                           {"tokens", c.tokens},
+                           {"finish_reason", finish_reason_name(c.finish)}});
+  }
+  return {{"id", line.id},
+          {"line", line.line},
+          {"completions", std::move(completions)},
+          {"prompt_tokens", result.prompt_tokens},
+          {"completion_tokens", result.completion_tokens},
+          {"latency_s", result.latency_seconds},
+          {"queue_s", result.queue_seconds},
+          {"preemptions", result.preemptions}};
+}
+
+nlohmann::ordered_json error_record(const RequestLine& line, const std::string& error) {
+  return {{"id", line.id},
+          {"line", line.line},
+          {"completions", nlohmann::ordered_json::array()},
+          {"finish_reason", "error"},
+          {"error", fmt::format("line {}: {}", line.line, error)},
+          {"prompt_tokens", 0},
+          {"completion_tokens", 0}};
+}
+
+std::string id_key(const nlohmann::json& id) { return id.dump(); }
+std::string id_key(const nlohmann::ordered_json& id) { return id.dump(); }
+
+std::string record_text(const nlohmann::ordered_json& record) {
+  return record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::unordered_map<std::string, nlohmann::ordered_json> read_completed_records(const std::string& path) {
+  std::unordered_map<std::string, nlohmann::ordered_json> completed;
+  for (const std::string& file : {ResultWriter::partial_path(path), path}) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) continue;
+    for (std::string line; std::getline(in, line);) {
+      nlohmann::ordered_json record = nlohmann::ordered_json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!record.is_object() || !record.contains("id") || record.contains("error")) continue;
+      if (!record.contains("completions") || !record["completions"].is_array()) continue;
+      std::string key = id_key(record["id"]);  // before the move: json's operator= takes its argument by value
+      completed[std::move(key)] = std::move(record);
+    }
+  }
+  return completed;
+}
+
+ResultWriter::ResultWriter(std::string path, size_t n_records) : path_(std::move(path)), records_(n_records) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path_, ec)) fail("-o {}: is a directory", path_);
+  const std::string partial = partial_path(path_);
+  file_ = std::fopen(partial.c_str(), "wb");
+  if (file_ == nullptr) fail("-o {}: cannot write {}: {}", path_, partial, std::strerror(errno));
+}
+
+ResultWriter::~ResultWriter() {
+  if (file_ == nullptr) return;
+  std::fclose(file_);
+  if (n_written_ == 0) std::remove(partial_path(path_).c_str());
+}
+
+void ResultWriter::put(size_t index, const nlohmann::ordered_json& record) {
+  if (file_ == nullptr) throw std::logic_error("ResultWriter: put after commit");
+  if (index >= records_.size() || records_[index]) {
+    throw std::logic_error(fmt::format("ResultWriter: record {} given twice or out of range", index));
+  }
+  in_input_order_ = in_input_order_ && index == n_written_;
+  std::string& text = records_[index].emplace(record_text(record));
+  if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() || std::fputc('\n', file_) == EOF ||
+      std::fflush(file_) != 0) {
+    fail("-o {}: write failed: {}", partial_path(path_), std::strerror(errno));
+  }
+  ++n_written_;
+}
+
+namespace {
+
+void sync_and_close(std::FILE* file, const std::string& name, const std::string& path) {
+  const bool synced = std::fflush(file) == 0 && ::fsync(fileno(file)) == 0;
+  const bool closed = std::fclose(file) == 0;
+  if (!synced || !closed) fail("-o {}: cannot finish writing {}: {}", path, name, std::strerror(errno));
+}
+
+}  // namespace
+
+void ResultWriter::commit() {
+  if (file_ == nullptr) throw std::logic_error("ResultWriter: committed twice");
+  if (n_written_ != records_.size()) {
+    throw std::logic_error(fmt::format("ResultWriter: {} of {} records written at commit", n_written_, records_.size()));
+  }
+  const std::string partial = partial_path(path_);
+  std::FILE* file = file_;
+  file_ = nullptr;
+  sync_and_close(file, partial, path_);
+  std::string ordered_path = partial;
+  if (!in_input_order_) {
+    // The .partial file stays until the ordered copy is in place: a crash in between loses nothing.
+    ordered_path = path_ + ".ordered";
+    std::FILE* ordered = std::fopen(ordered_path.c_str(), "wb");
+    if (ordered == nullptr) fail("-o {}: cannot write {}: {}", path_, ordered_path, std::strerror(errno));
+    for (const auto& text : records_) {
+      if (std::fwrite(text->data(), 1, text->size(), ordered) != text->size() || std::fputc('\n', ordered) == EOF) {
+        std::fclose(ordered);
+        fail("-o {}: write failed: {}", ordered_path, std::strerror(errno));
+      }
+    }
+    sync_and_close(ordered, ordered_path, path_);
+  }
+  if (std::rename(ordered_path.c_str(), path_.c_str()) != 0) {
+    fail("-o {}: cannot rename {} to it: {}", path_, ordered_path, std::strerror(errno));
+  }
+  if (!in_input_order_) std::remove(partial.c_str());
+}
+
+}  // namespace pagedllm

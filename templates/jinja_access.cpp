@@ -1,0 +1,665 @@
+// Attribute and item access, methods of str/list/dict, iteration, slicing and the default globals of the Jinja
+// interpreter (see jinja_builtins.h).
+#include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "templates/jinja_arguments.h"
+#include "templates/jinja_builtins.h"
+#include "templates/jinja_error.h"
+#include "templates/jinja_operators.h"
+#include "templates/jinja_text.h"
+
+namespace pagedllm::jinja {
+namespace {
+
+[[noreturn]] void fail_runtime(const std::string& message) {
+  throw TemplateError(TemplateError::Kind::runtime, message);
+}
+
+// jinja2's object_type_repr: "dict object", "None", ...
+std::string object_description(const Value& object) {
+  if (object.is_none()) return "None";
+  if (object.is_object()) return object.as_object().type_name + " object";
+  return object.type_name() + " object";
+}
+
+Value missing_attribute(const Value& object, std::string_view name) {
+  return Value::undefined(fmt::format("'{}' has no attribute '{}'", object_description(object), name));
+}
+
+Value missing_element(const Value& object, const Value& key) {
+  return Value::undefined(object_description(object) + " has no element " + key.repr());
+}
+
+// The sandbox HF renders in refuses methods that modify lists and dicts; using one fails with this message.
+bool is_mutating_method(const Value& object, std::string_view name) {
+  static constexpr std::string_view kListMethods[] = {"append", "extend", "insert", "pop", "remove", "reverse",
+                                                      "sort", "clear"};
+  static constexpr std::string_view kDictMethods[] = {"pop", "popitem", "setdefault", "update", "clear"};
+  if (object.is_list() && !object.is_tuple()) {
+    return std::find(std::begin(kListMethods), std::end(kListMethods), name) != std::end(kListMethods);
+  }
+  if (object.is_dict()) {
+    return std::find(std::begin(kDictMethods), std::end(kDictMethods), name) != std::end(kDictMethods);
+  }
+  return false;
+}
+
+std::string require_string(const Value& value, std::string_view method, std::string_view what) {
+  if (!value.is_string()) {
+    fail_runtime(std::string(method) + "() " + std::string(what) + " must be str, not " + value.type_name());
+  }
+  return value.as_string();
+}
+
+std::optional<std::string> optional_chars(const BoundArguments& bound, size_t index, std::string_view method) {
+  if (!bound.has(index) || bound.get(index).is_none()) return std::nullopt;
+  return require_string(bound.get(index), method, "argument");
+}
+
+// startswith/endswith accept one prefix or a tuple of them.
+bool matches_affix(const std::string& s, const Value& affixes, bool at_start, std::string_view method) {
+  std::vector<Value> candidates = affixes.is_tuple() ? affixes.items() : std::vector<Value>{affixes};
+  for (const Value& candidate : candidates) {
+    std::string affix = require_string(candidate, method, "argument");
+    if (affix.size() > s.size()) continue;
+    if (at_start ? s.compare(0, affix.size(), affix) == 0
+                 : s.compare(s.size() - affix.size(), affix.size(), affix) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// str.format's format spec, the common part: [[fill]align][width][.precision][type] with type s, d, f or none.
+std::string apply_format_spec(const Value& value, std::string_view spec) {
+  if (spec.empty()) return value.str();
+  std::u32string chars = text::decode(spec);
+  size_t i = 0;
+  char32_t fill = U' ';
+  char32_t align = 0;
+  auto is_align = [](char32_t c) { return c == U'<' || c == U'>' || c == U'^'; };
+  if (chars.size() >= 2 && is_align(chars[1])) {
+    fill = chars[0];
+    align = chars[1];
+    i = 2;
+  } else if (!chars.empty() && is_align(chars[0])) {
+    align = chars[0];
+    i = 1;
+  }
+  int64_t width = 0;
+  while (i < chars.size() && chars[i] >= U'0' && chars[i] <= U'9') width = width * 10 + (chars[i++] - U'0');
+  int64_t precision = -1;
+  if (i < chars.size() && chars[i] == U'.') {
+    precision = 0;
+    ++i;
+    while (i < chars.size() && chars[i] >= U'0' && chars[i] <= U'9') precision = precision * 10 + (chars[i++] - U'0');
+  }
+  char32_t type = i < chars.size() ? chars[i++] : 0;
+  if (i != chars.size() || width > 4096 || precision > 4096) {
+    fail_runtime("unsupported format spec '" + std::string(spec) + "' in str.format");
+  }
+  std::string body;
+  if (type == U'f' || (type == 0 && precision >= 0 && value.is_number())) {
+    if (!value.is_number()) fail_runtime("format code 'f' needs a number, not " + value.type_name());
+    body = fmt::format("{:.{}f}", value.as_floating(), precision < 0 ? 6 : precision);
+  } else if (type == U'd') {
+    if (!value.is_number() || value.kind() == Value::Kind::floating) {
+      fail_runtime("format code 'd' needs an integer, not " + value.type_name());
+    }
+    body = std::to_string(value.as_integer());
+  } else if (type == 0 || type == U's') {
+    body = value.str();
+    if (precision >= 0) body = text::encode(text::decode(body).substr(0, static_cast<size_t>(precision)));
+  } else {
+    fail_runtime("unsupported format spec '" + std::string(spec) + "' in str.format");
+  }
+  int64_t length = static_cast<int64_t>(text::codepoint_count(body));
+  if (width <= length) return body;
+  if (align == 0) align = value.is_number() ? U'>' : U'<';
+  int64_t margin = width - length;
+  int64_t left = align == U'>' ? margin : align == U'^' ? margin / 2 : 0;
+  std::string fill_text;
+  text::append_codepoint(fill_text, fill);
+  std::string out;
+  for (int64_t k = 0; k < left; ++k) out += fill_text;
+  out += body;
+  for (int64_t k = 0; k < margin - left; ++k) out += fill_text;
+  return out;
+}
+
+// str.format: {} {0} {name} {name.attr} {name[key]} with !r/!s and a simple spec; {{ and }} are literal braces.
+std::string python_str_format(const std::string& format, const Arguments& arguments, RenderBudget& budget) {
+  std::string out;
+  size_t auto_index = 0;
+  for (size_t i = 0; i < format.size(); ++i) {
+    char c = format[i];
+    if (c == '}') {
+      if (i + 1 < format.size() && format[i + 1] == '}') {
+        out.push_back('}');
+        ++i;
+        continue;
+      }
+      fail_runtime("single '}' encountered in format string");
+    }
+    if (c != '{') {
+      out.push_back(c);
+      continue;
+    }
+    if (i + 1 < format.size() && format[i + 1] == '{') {
+      out.push_back('{');
+      ++i;
+      continue;
+    }
+    size_t close = format.find('}', i);
+    if (close == std::string::npos) fail_runtime("single '{' encountered in format string");
+    std::string field = format.substr(i + 1, close - i - 1);
+    i = close;
+    std::string spec;
+    if (size_t colon = field.find(':'); colon != std::string::npos) {
+      spec = field.substr(colon + 1);
+      field.resize(colon);
+    }
+    char conversion = 0;
+    if (size_t bang = field.find('!'); bang != std::string::npos) {
+      if (bang + 2 != field.size()) fail_runtime("invalid conversion in format string");
+      conversion = field[bang + 1];
+      field.resize(bang);
+    }
+    size_t name_end = std::min(field.find('.'), field.find('['));
+    std::string name = field.substr(0, name_end);
+    Value value;
+    if (name.empty() || std::all_of(name.begin(), name.end(), [](char d) { return d >= '0' && d <= '9'; })) {
+      size_t index = name.empty() ? auto_index++ : std::stoul(name);
+      if (index >= arguments.positional.size()) {
+        fail_runtime("str.format: replacement index " + std::to_string(index) + " out of range");
+      }
+      value = arguments.positional[index];
+    } else {
+      auto found = std::find_if(arguments.keyword.begin(), arguments.keyword.end(),
+                                [&](const auto& entry) { return entry.first == name; });
+      if (found == arguments.keyword.end()) fail_runtime("str.format: no argument named '" + name + "'");
+      value = found->second;
+    }
+    for (size_t at = name_end; at < field.size();) {
+      if (field[at] == '.') {
+        size_t end = std::min(field.find('.', at + 1), field.find('[', at + 1));
+        value = get_attribute(value, field.substr(at + 1, end == std::string::npos ? std::string::npos : end - at - 1));
+        at = end == std::string::npos ? field.size() : end;
+      } else {
+        size_t end = field.find(']', at);
+        if (end == std::string::npos) fail_runtime("missing ']' in format string");
+        std::string key = field.substr(at + 1, end - at - 1);
+        std::optional<int64_t> index = text::parse_int(key, 10);
+        value = get_item(value, index ? Value::integer(*index) : Value::string(key));
+        at = end + 1;
+      }
+    }
+    if (conversion == 'r') value = Value::string(value.repr());
+    else if (conversion == 's') value = Value::string(value.str());
+    else if (conversion != 0) fail_runtime(std::string("unknown conversion specifier ") + conversion);
+    out += apply_format_spec(value, spec);
+  }
+  budget.charge_bytes(out.size());
+  return out;
+}
+
+Value string_list(std::vector<std::string> parts, RenderBudget& budget) {
+  budget.charge_bytes(parts.size() * sizeof(Value));
+  std::vector<Value> items;
+  items.reserve(parts.size());
+  for (std::string& part : parts) items.push_back(Value::string(std::move(part)));
+  return Value::list(std::move(items));
+}
+
+Value bound_method(const std::string& type, std::string_view name, NativeFunction call) {
+  return Value::function(type + "." + std::string(name), std::move(call));
+}
+
+Value string_method(const Value& object, std::string_view name) {
+  const std::string& s = object.as_string();
+  std::string method(name);
+  auto make = [&](NativeFunction call) { return bound_method("str", name, std::move(call)); };
+  auto no_arguments = [method](const Arguments& arguments) { BoundArguments(method, arguments, {}); };
+  if (name == "upper" || name == "lower" || name == "title" || name == "capitalize" || name == "swapcase") {
+    return make([s, method, no_arguments](Arguments& arguments, RenderBudget& budget) {
+      no_arguments(arguments);
+      budget.charge_bytes(s.size() * 2);
+      if (method == "upper") return Value::string(text::upper(s));
+      if (method == "lower") return Value::string(text::lower(s));
+      if (method == "title") return Value::string(text::title(s));
+      if (method == "capitalize") return Value::string(text::capitalize(s));
+      std::string out;
+      for (char32_t c : text::decode(s)) text::append_codepoint(out, text::to_lower(c) != c ? text::to_lower(c)
+                                                                                             : text::to_upper(c));
+      return Value::string(std::move(out));
+    });
+  }
+  if (name == "strip" || name == "lstrip" || name == "rstrip") {
+    return make([s, method](Arguments& arguments, RenderBudget&) {
+      BoundArguments bound(method, arguments, {"chars"});
+      return Value::string(text::strip(s, optional_chars(bound, 0, method), method != "rstrip", method != "lstrip"));
+    });
+  }
+  if (name == "split" || name == "rsplit") {
+    return make([s, method](Arguments& arguments, RenderBudget& budget) {
+      BoundArguments bound(method, arguments, {"sep", "maxsplit"});
+      std::optional<std::string> separator = optional_chars(bound, 0, method);
+      if (separator && separator->empty()) fail_runtime("empty separator");
+      int64_t max_split = bound.get_integer(1, -1);
+      return string_list(method == "split" ? text::split(s, separator, max_split)
+                                           : text::rsplit(s, separator, max_split),
+                         budget);
+    });
+  }
+  if (name == "splitlines") {
+    return make([s](Arguments& arguments, RenderBudget& budget) {
+      BoundArguments bound("splitlines", arguments, {"keepends"});
+      return string_list(text::splitlines(s, bound.get_boolean(0, false)), budget);
+    });
+  }
+  if (name == "startswith" || name == "endswith") {
+    return make([s, method](Arguments& arguments, RenderBudget&) {
+      BoundArguments bound(method, arguments, {"affix"});
+      if (!bound.has(0)) fail_runtime(method + "() takes at least 1 argument (0 given)");
+      return Value::boolean(matches_affix(s, bound.get(0), method == "startswith", method));
+    });
+  }
+  if (name == "replace") {
+    return make([s](Arguments& arguments, RenderBudget& budget) {
+      BoundArguments bound("replace", arguments, {"old", "new", "count"});
+      std::string old = require_string(bound.get(0), "replace", "argument 1");
+      std::string replacement = require_string(bound.get(1), "replace", "argument 2");
+      std::string out = text::replace(s, old, replacement, bound.get_integer(2, -1));
+      budget.charge_bytes(out.size());
+      return Value::string(std::move(out));
+    });
+  }
+  if (name == "find" || name == "rfind" || name == "index" || name == "rindex" || name == "count") {
+    return make([s, method](Arguments& arguments, RenderBudget&) {
+      BoundArguments bound(method, arguments, {"sub"});
+      std::string needle = require_string(bound.get(0), method, "argument");
+      if (method == "count") return Value::integer(text::count(s, needle));
+      int64_t at = (method == "find" || method == "index") ? text::find(s, needle) : text::rfind(s, needle);
+      if (at < 0 && (method == "index" || method == "rindex")) fail_runtime("substring not found");
+      return Value::integer(at);
+    });
+  }
+  if (name == "join") {
+    return make([s](Arguments& arguments, RenderBudget& budget) {
+      BoundArguments bound("join", arguments, {"iterable"});
+      std::string out;
+      std::vector<Value> items = iterate(bound.get(0));
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (!items[i].is_string()) {
+          fail_runtime("sequence item " + std::to_string(i) + ": expected str instance, " + items[i].type_name() +
+                       " found");
+        }
+        if (i > 0) out += s;
+        out += items[i].as_string();
+      }
+      budget.charge_bytes(out.size());
+      return Value::string(std::move(out));
+    });
+  }
+  if (name == "format") {
+    return make([s](Arguments& arguments, RenderBudget& budget) {
+      return Value::string(python_str_format(s, arguments, budget));
+    });
+  }
+  if (name == "isalpha" || name == "isdigit" || name == "isnumeric" || name == "isdecimal" || name == "isalnum" ||
+      name == "isspace" || name == "islower" || name == "isupper") {
+    return make([s, method, no_arguments](Arguments& arguments, RenderBudget&) {
+      no_arguments(arguments);
+      if (method == "islower") return Value::boolean(text::is_lower(s));
+      if (method == "isupper") return Value::boolean(text::is_upper(s));
+      std::u32string chars = text::decode(s);
+      auto test = [&](char32_t c) {
+        if (method == "isalpha") return text::is_alpha(c);
+        if (method == "isalnum") return text::is_alpha(c) || text::is_digit(c);
+        if (method == "isspace") return text::is_space(c);
+        return text::is_digit(c);
+      };
+      return Value::boolean(!chars.empty() && std::all_of(chars.begin(), chars.end(), test));
+    });
+  }
+  if (name == "center" || name == "ljust" || name == "rjust" || name == "zfill") {
+    return make([s, method](Arguments& arguments, RenderBudget& budget) {
+      BoundArguments bound(method, arguments, {"width", "fillchar"});
+      int64_t width = bound.get_integer(0, 0);
+      budget.charge_bytes(static_cast<size_t>(std::max<int64_t>(width, 0)) * 4);
+      std::u32string fill_chars = text::decode(bound.get_string(1).value_or(" "));
+      if (fill_chars.size() != 1) fail_runtime("the fill character must be exactly one character long");
+      int64_t length = static_cast<int64_t>(text::codepoint_count(s));
+      if (method == "center") return Value::string(text::center(s, width, fill_chars[0]));
+      if (width <= length) return Value::string(s);
+      std::string padding;
+      char32_t fill = method == "zfill" ? U'0' : fill_chars[0];
+      for (int64_t k = 0; k < width - length; ++k) text::append_codepoint(padding, fill);
+      if (method == "ljust") return Value::string(s + padding);
+      if (method == "zfill" && !s.empty() && (s[0] == '-' || s[0] == '+')) {
+        return Value::string(s.substr(0, 1) + padding + s.substr(1));
+      }
+      return Value::string(padding + s);
+    });
+  }
+  if (name == "removeprefix" || name == "removesuffix") {
+    return make([s, method](Arguments& arguments, RenderBudget&) {
+      BoundArguments bound(method, arguments, {"affix"});
+      std::string affix = require_string(bound.get(0), method, "argument");
+      if (affix.size() <= s.size()) {
+        if (method == "removeprefix" && s.compare(0, affix.size(), affix) == 0) {
+          return Value::string(s.substr(affix.size()));
+        }
+        if (method == "removesuffix" && s.compare(s.size() - affix.size(), affix.size(), affix) == 0) {
+          return Value::string(s.substr(0, s.size() - affix.size()));
+        }
+      }
+      return Value::string(s);
+    });
+  }
+  return missing_attribute(object, name);
+}
+
+Value dict_method(const Value& object, std::string_view name) {
+  auto make = [&](NativeFunction call) { return bound_method("dict", name, std::move(call)); };
+  std::string method(name);
+  if (name == "items" || name == "keys" || name == "values") {
+    // Python returns views; a list of the same elements prints a little differently but iterates the same.
+    return make([object, method](Arguments& arguments, RenderBudget& budget) {
+      BoundArguments(method, arguments, {});
+      const Dict& dict = object.as_dict();
+      budget.charge_bytes(dict.size() * sizeof(Value));
+      std::vector<Value> out;
+      out.reserve(dict.size());
+      for (const auto& [key, value] : dict.entries()) {
+        if (method == "items") out.push_back(Value::tuple({key, value}));
+        else out.push_back(method == "keys" ? key : value);
+      }
+      return Value::list(std::move(out));
+    });
+  }
+  if (name == "get") {
+    return make([object](Arguments& arguments, RenderBudget&) {
+      BoundArguments bound("get", arguments, {"key", "default"});
+      const Value* found = object.as_dict().find(bound.get(0));
+      return found ? *found : bound.get_or(1, Value::none());
+    });
+  }
+  if (name == "copy") {
+    return make([object](Arguments& arguments, RenderBudget&) {
+      BoundArguments("copy", arguments, {});
+      return object;  // values are immutable, so sharing is a copy
+    });
+  }
+  return Value();
+}
+
+Value list_method(const Value& object, std::string_view name) {
+  std::string type = object.type_name();
+  auto make = [&](NativeFunction call) { return bound_method(type, name, std::move(call)); };
+  if (name == "index") {
+    return make([object](Arguments& arguments, RenderBudget&) {
+      BoundArguments bound("index", arguments, {"value"});
+      const auto& items = object.items();
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (items[i].equals(bound.get(0))) return Value::integer(static_cast<int64_t>(i));
+      }
+      fail_runtime(bound.get(0).repr() + " is not in " + object.type_name());
+    });
+  }
+  if (name == "count") {
+    return make([object](Arguments& arguments, RenderBudget&) {
+      BoundArguments bound("count", arguments, {"value"});
+      const auto& items = object.items();
+      return Value::integer(std::count_if(items.begin(), items.end(),
+                                          [&](const Value& item) { return item.equals(bound.get(0)); }));
+    });
+  }
+  if (name == "copy" && !object.is_tuple()) {
+    return make([object](Arguments& arguments, RenderBudget&) {
+      BoundArguments("copy", arguments, {});
+      return object;
+    });
+  }
+  return Value();
+}
+
+int64_t slice_bound(const Value& bound, std::string_view what) {
+  if (bound.kind() == Value::Kind::integer || bound.kind() == Value::Kind::boolean) return bound.as_integer();
+  fail_runtime("slice indices must be integers or None (the " + std::string(what) + " is " + bound.type_name() + ")");
+}
+
+// Python's slice index adjustment (PySlice_AdjustIndices).
+int64_t adjust_slice_index(const Value& bound, int64_t length, int64_t step, bool is_start, std::string_view what) {
+  if (bound.is_none()) {
+    if (is_start) return step < 0 ? length - 1 : 0;
+    return step < 0 ? -1 : length;
+  }
+  int64_t index = slice_bound(bound, what);
+  if (index < 0) {
+    index += length;
+    if (index < 0) index = step < 0 ? -1 : 0;
+  } else if (index >= length) {
+    index = step < 0 ? length - 1 : length;
+  }
+  return index;
+}
+
+std::vector<size_t> slice_positions(int64_t length, const Value& start, const Value& stop, const Value& step) {
+  int64_t stride = step.is_none() ? 1 : slice_bound(step, "step");
+  if (stride == 0) fail_runtime("slice step cannot be zero");
+  int64_t first = adjust_slice_index(start, length, stride, true, "start");
+  int64_t last = adjust_slice_index(stop, length, stride, false, "stop");
+  std::vector<size_t> positions;
+  if (stride > 0) {
+    for (int64_t i = first; i < last; i += stride) positions.push_back(static_cast<size_t>(i));
+  } else {
+    for (int64_t i = first; i > last; i += stride) positions.push_back(static_cast<size_t>(i));
+  }
+  return positions;
+}
+
+Value make_range(Arguments& arguments, RenderBudget& budget) {
+  if (!arguments.keyword.empty()) fail_runtime("range() takes no keyword arguments");
+  const auto& args = arguments.positional;
+  if (args.empty() || args.size() > 3) fail_runtime("range() expects 1 to 3 integer arguments");
+  for (const Value& arg : args) {
+    if (arg.kind() != Value::Kind::integer && arg.kind() != Value::Kind::boolean) {
+      fail_runtime("range() arguments must be integers, not " + arg.type_name());
+    }
+  }
+  int64_t start = args.size() == 1 ? 0 : args[0].as_integer();
+  int64_t stop = args.size() == 1 ? args[0].as_integer() : args[1].as_integer();
+  int64_t step = args.size() == 3 ? args[2].as_integer() : 1;
+  if (step == 0) fail_runtime("range() arg 3 must not be zero");
+  long double span = step > 0 ? static_cast<long double>(stop) - start : static_cast<long double>(start) - stop;
+  long double count_estimate = span <= 0 ? 0 : std::ceil(span / std::abs(static_cast<long double>(step)));
+  if (count_estimate * sizeof(Value) > budget.limits().max_output_bytes) {
+    budget.charge_bytes(budget.limits().max_output_bytes + 1);  // reports the limit
+  }
+  budget.charge_bytes(static_cast<size_t>(count_estimate) * sizeof(Value));
+  std::vector<Value> items;
+  items.reserve(static_cast<size_t>(count_estimate));
+  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+    items.push_back(Value::integer(i));
+    if ((step > 0 && i > INT64_MAX - step) || (step < 0 && i < INT64_MIN - step)) break;
+  }
+  return Value::list(std::move(items));
+}
+
+void copy_mapping_into(const Value& mapping, const std::string& function,
+                       const std::function<void(Value, Value)>& put) {
+  if (!mapping.is_dict()) fail_runtime(function + "() positional argument must be a dict, not " + mapping.type_name());
+  for (const auto& [key, value] : mapping.as_dict().entries()) put(key, value);
+}
+
+}  // namespace
+
+std::vector<Value> iterate(const Value& iterable) {
+  switch (iterable.kind()) {
+    case Value::Kind::undefined: return {};
+    case Value::Kind::list: return iterable.items();
+    case Value::Kind::dict: {
+      std::vector<Value> keys;
+      keys.reserve(iterable.as_dict().size());
+      for (const auto& entry : iterable.as_dict().entries()) keys.push_back(entry.first);
+      return keys;
+    }
+    case Value::Kind::string: {
+      std::vector<Value> characters;
+      for (char32_t c : text::decode(iterable.as_string())) {
+        std::string character;
+        text::append_codepoint(character, c);
+        characters.push_back(Value::string(std::move(character)));
+      }
+      return characters;
+    }
+    default:
+      fail_runtime("'" + iterable.type_name() + "' object is not iterable");
+  }
+}
+
+Value get_attribute(const Value& object, std::string_view name) {
+  switch (object.kind()) {
+    case Value::Kind::undefined:
+      return object;
+    case Value::Kind::string:
+      return string_method(object, name);
+    case Value::Kind::dict: {
+      if (Value method = dict_method(object, name); !method.is_undefined()) return method;
+      if (is_mutating_method(object, name)) break;
+      const Value* found = object.as_dict().find(name);
+      return found ? *found : missing_attribute(object, name);
+    }
+    case Value::Kind::list: {
+      if (Value method = list_method(object, name); !method.is_undefined()) return method;
+      break;
+    }
+    case Value::Kind::object: {
+      const Value* found = object.as_object().find(name);
+      return found ? *found : missing_attribute(object, name);
+    }
+    default:
+      break;
+  }
+  if (is_mutating_method(object, name)) {
+    return Value::undefined("access to attribute '" + std::string(name) + "' of '" + object.type_name() +
+                            "' object is unsafe.");
+  }
+  return missing_attribute(object, name);
+}
+
+Value get_item(const Value& object, const Value& key) {
+  switch (object.kind()) {
+    case Value::Kind::undefined:
+      return object;
+    case Value::Kind::dict: {
+      const Value* found = object.as_dict().find(key);
+      if (found) return *found;
+      break;
+    }
+    case Value::Kind::list:
+    case Value::Kind::string: {
+      if (key.kind() != Value::Kind::integer && key.kind() != Value::Kind::boolean) break;
+      int64_t index = key.as_integer();
+      if (object.is_list()) {
+        int64_t length = static_cast<int64_t>(object.items().size());
+        if (index < 0) index += length;
+        if (index < 0 || index >= length) return missing_element(object, key);
+        return object.items()[static_cast<size_t>(index)];
+      }
+      std::u32string chars = text::decode(object.as_string());
+      int64_t length = static_cast<int64_t>(chars.size());
+      if (index < 0) index += length;
+      if (index < 0 || index >= length) return missing_element(object, key);
+      std::string character;
+      text::append_codepoint(character, chars[static_cast<size_t>(index)]);
+      return Value::string(std::move(character));
+    }
+    default:
+      break;
+  }
+  // jinja2 falls back to the attribute of that name (d['items'] is the method when there is no such key).
+  if (key.is_string()) {
+    Value attribute = get_attribute(object, key.as_string());
+    if (!attribute.is_undefined() || object.is_object()) return attribute;
+    return Value::undefined("'" + object_description(object) + "' has no attribute '" + key.as_string() + "'");
+  }
+  return missing_element(object, key);
+}
+
+Value slice(const Value& object, const Value& start, const Value& stop, const Value& step, RenderBudget& budget) {
+  if (object.is_undefined()) return object;
+
+  if (object.is_list()) {
+    const auto& items = object.items();
+    std::vector<size_t> positions = slice_positions(static_cast<int64_t>(items.size()), start, stop, step);
+    budget.charge_bytes(positions.size() * sizeof(Value));
+    std::vector<Value> out;
+    out.reserve(positions.size());
+    for (size_t position : positions) out.push_back(items[position]);
+    return object.is_tuple() ? Value::tuple(std::move(out)) : Value::list(std::move(out));
+  }
+  if (object.is_string()) {
+    std::u32string chars = text::decode(object.as_string());
+    std::vector<size_t> positions = slice_positions(static_cast<int64_t>(chars.size()), start, stop, step);
+    std::u32string out;
+    out.reserve(positions.size());
+    for (size_t position : positions) out.push_back(chars[position]);
+    budget.charge_bytes(out.size());
+    return Value::string(text::encode(out));
+  }
+  // jinja2 compiles a slice to a plain Python subscript (no Undefined fallback, unlike obj[key]).
+  if (object.is_dict()) fail_runtime("unhashable type: 'slice'");
+  fail_runtime("'" + object.type_name() + "' object is not subscriptable");
+}
+
+Value builtin_global(std::string_view name) {
+  if (name == "range") return Value::function("range", make_range);
+  if (name == "dict") {
+    return Value::function("dict", [](Arguments& arguments, RenderBudget& budget) {
+      if (arguments.positional.size() > 1) fail_runtime("dict() takes at most 1 positional argument");
+      Dict dict;
+      auto put = [&](Value key, Value value) { dict.set(std::move(key), std::move(value)); };
+      if (!arguments.positional.empty()) copy_mapping_into(arguments.positional[0], "dict", put);
+      for (const auto& [key, value] : arguments.keyword) put(Value::string(key), value);
+      budget.charge_bytes(dict.size() * 2 * sizeof(Value));
+      return Value::dict(std::move(dict));
+    });
+  }
+  if (name == "namespace") {
+    return Value::function("namespace", [](Arguments& arguments, RenderBudget& budget) {
+      if (arguments.positional.size() > 1) fail_runtime("namespace() takes at most 1 positional argument");
+      auto object = std::make_shared<Object>("Namespace", true);
+      auto put = [&](Value key, Value value) {
+        if (!key.is_string()) fail_runtime("namespace() keys must be strings");
+        object->set(key.as_string(), std::move(value));
+      };
+      if (!arguments.positional.empty()) copy_mapping_into(arguments.positional[0], "namespace", put);
+      for (const auto& [key, value] : arguments.keyword) object->set(key, value);
+      budget.charge_bytes(sizeof(Object) + object->attributes.size() * sizeof(Value));
+      return Value::object(std::move(object));
+    });
+  }
+  if (name == "joiner") {
+    return Value::function("joiner", [](Arguments& arguments, RenderBudget&) {
+      BoundArguments bound("joiner", arguments, {"sep"});
+      std::string separator = bound.get_string(0).value_or(", ");
+      auto used = std::make_shared<bool>(false);
+      return Value::function("joiner", [separator, used](Arguments& call_arguments, RenderBudget&) {
+        BoundArguments("joiner", call_arguments, {});
+        if (!*used) {
+          *used = true;
+          return Value::string("");
+        }
+        return Value::string(separator);
+      });
+    });
+  }
+  return Value::undefined("'" + std::string(name) + "' is undefined");
+}
+
+}  // namespace pagedllm::jinja
