@@ -16,12 +16,14 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include "cli/batch_files.h"
 #include "cli/cli_support.h"
 #include "cli/commands.h"
 #include "common/error.h"
-#include "cli/batch_files.h"
-#include "engine/engine.h"
+#include "common/timing.h"
 #include "engine/model.h"
+#include "engine/model_runner.h"
+#include "engine/prompt.h"
 #include "engine/scheduler.h"
 #include "engine/stats_report.h"
 #include "templates/chat_template.h"
@@ -52,9 +54,6 @@ struct BatchOptions {
 // gigabytes by default (paging makes a modest pool go far), but never below one full context.
 constexpr uint64_t kDefaultKvBudgetCap = 256ull << 20;
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
 // Turns request lines into token ids: plain prompts directly, conversations through the chat template.
 class PromptBuilder {
  public:
@@ -65,16 +64,9 @@ class PromptBuilder {
 
   // Throws pagedllm::Error when the conversation cannot be rendered.
   std::vector<int32_t> tokens(const RequestLine& line) {
-    if (!line.messages) return tokenizer_.encode(line.prompt, add_bos_, /*parse_special=*/true);
-    ChatTemplateInputs inputs;
-    inputs.messages = *line.messages;
-    inputs.add_generation_prompt = true;
-    inputs.bos_token = tokenizer_.bos_id() >= 0 ? tokenizer_.token_text(tokenizer_.bos_id()) : "";
-    inputs.eos_token = tokenizer_.eos_id() >= 0 ? tokenizer_.token_text(tokenizer_.eos_id()) : "";
-    const std::string text = chat_template().render(inputs);
-    // Templates that write the BOS themselves must not get a second one from the tokenizer.
-    const bool template_has_bos = !inputs.bos_token.empty() && text.starts_with(inputs.bos_token);
-    return tokenizer_.encode(text, add_bos_ && !template_has_bos, /*parse_special=*/true);
+    if (!line.messages) return tokenize_prompt(tokenizer_, line.prompt, PromptSource::Text, add_bos_, true);
+    const std::string text = chat_template().render(chat_template_inputs(tokenizer_, *line.messages, true));
+    return tokenize_prompt(tokenizer_, text, PromptSource::ChatTemplate, add_bos_, /*parse_special=*/true);
   }
 
  private:
@@ -162,8 +154,6 @@ struct BatchTotals {
   size_t resumed = 0;
   double seconds = 0;
 };
-
-double per_second(double count, double seconds) { return seconds > 0 ? count / seconds : 0.0; }
 
 nlohmann::json summary_json(const BatchOptions& o, const BatchTotals& totals, const Scheduler& scheduler,
                             const StatsReport& report) {
@@ -260,8 +250,9 @@ void run_batch(const BatchOptions& o) {
          fmt::join(builtin_chat_template_names(), ", "));
   }
   const SamplingParams default_sampling = sampling_from_flags(o.generation);
-  EngineConfig engine_config = engine_config_from_flags(o.generation);
-  engine_config.prefix_cache = o.prefix_cache == "on" && layout == KvLayout::Paged;
+  RunnerConfig runner_config = runner_config_from_flags(o.generation);
+  runner_config.n_seq_hint = o.max_seqs;
+  runner_config.default_kv_cap_bytes = kDefaultKvBudgetCap;
   if (layout == KvLayout::Contiguous && o.prefix_cache_given && o.prefix_cache == "on") {
     fmt::print(stderr, "notice: --kv-layout contiguous has no prefix cache (it is the baseline without sharing)\n");
   }
@@ -312,21 +303,13 @@ void run_batch(const BatchOptions& o) {
   const std::string model_path = o.generation.model_path.empty() ? default_model_path() : o.generation.model_path;
   auto model = Model::load(model_path);
   const Tokenizer& tokenizer = *model->tokenizer;
-  if (engine_config.kv_mem_bytes == 0) {
-    const ModelConfig& c = model->config;
-    const int64_t n_ctx = engine_config.n_ctx > 0 ? engine_config.n_ctx : std::min<int64_t>(c.n_ctx_train, 1 << 20);
-    const auto bytes_per_token =
-        static_cast<uint64_t>(c.kv_bytes_per_token(static_cast<int>(kv_dtype_size(engine_config.kv_dtype))));
-    const uint64_t wanted = static_cast<uint64_t>(n_ctx) * static_cast<uint64_t>(o.max_seqs) * bytes_per_token;
-    const uint64_t floor = static_cast<uint64_t>(n_ctx + 2 * engine_config.block_size) * bytes_per_token;
-    engine_config.kv_mem_bytes = std::max(floor, std::min(wanted, kDefaultKvBudgetCap));
-  }
-  Engine engine(*model, engine_config);
+  ModelRunner runner(*model, runner_config);
   SchedulerConfig scheduler_config;
   scheduler_config.max_seqs = o.max_seqs;
   scheduler_config.max_batch_tokens = o.max_batch_tokens;
   scheduler_config.layout = layout;
-  Scheduler scheduler(engine, &tokenizer, scheduler_config);
+  scheduler_config.prefix_cache = o.prefix_cache == "on" && layout == KvLayout::Paged;
+  Scheduler scheduler(runner, &tokenizer, scheduler_config);
 
   const auto start = Clock::now();
   PromptBuilder prompts(tokenizer, !o.no_bos, o.chat_template);
@@ -367,10 +350,10 @@ void run_batch(const BatchOptions& o) {
     }
   };
   collect();
-  while (scheduler.step()) {
+  scheduler.run_until_idle([&] {
     collect();
     progress.update(done, lines.size(), scheduler.stats().sampled_tokens, seconds_since(start), scheduler);
-  }
+  });
   collect();
   totals.seconds = seconds_since(start);
   progress.update(done, lines.size(), scheduler.stats().sampled_tokens, totals.seconds, scheduler, true);
@@ -378,7 +361,13 @@ void run_batch(const BatchOptions& o) {
   writer.commit();
 
   if (o.stats == "none") return;
-  const StatsReport report = make_stats_report(engine, RunTimings{});
+  const RunnerCounters& counters = runner.counters();
+  RunTimings timings;
+  timings.prompt_tokens = counters.prefill_tokens;
+  timings.prompt_seconds = counters.prefill_seconds;
+  timings.generated_tokens = scheduler.stats().generated_tokens;
+  timings.generation_seconds = counters.decode_seconds;
+  const StatsReport report = make_stats_report(runner, scheduler.cache().stats(), timings);
   if (o.stats == "json") {
     fmt::print(stderr, "{}\n", summary_json(o, totals, scheduler, report).dump());
   } else {

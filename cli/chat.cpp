@@ -27,9 +27,12 @@
 #include "cli/commands.h"
 #include "cli/line_input.h"
 #include "common/error.h"
+#include "common/timing.h"
 #include "engine/chat_session.h"
-#include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/model_runner.h"
+#include "engine/prompt.h"
+#include "engine/scheduler.h"
 #include "engine/stats_report.h"
 #include "templates/chat_template.h"
 
@@ -133,8 +136,6 @@ void print_error(const std::string& text) {
   fmt::print(stderr, "error: {}\n", text);
 }
 
-double per_second(double count, double seconds) { return seconds > 0 ? count / seconds : 0.0; }
-
 std::string finish_text(const ChatTurnStats& st, int n_predict) {
   if (st.finish_reason == "length") return fmt::format(" | stopped at -n {}", n_predict);
   if (st.finish_reason == "context") return " | stopped: the context is full";
@@ -142,15 +143,15 @@ std::string finish_text(const ChatTurnStats& st, int n_predict) {
   return "";
 }
 
-std::string status_line(const ChatSession& session, const Engine& engine, const ChatTurnStats& st) {
-  const CacheStats cache = engine.cache().stats();
+std::string status_line(const ChatSession& session, const Scheduler& scheduler, const ChatTurnStats& st) {
+  const CacheStats cache = scheduler.cache().stats();
   return fmt::format("[{} tokens, {:.1f} tokens/s | KV {}/{} blocks | prompt {} tokens: {} reused, {} prefilled{}]",
                      st.generated_tokens, per_second(st.generated_tokens, st.generation_seconds), cache.blocks_used,
                      cache.blocks_total, st.prompt_tokens, st.reused_tokens, st.prefilled_tokens,
                      finish_text(st, session.max_answer_tokens()));
 }
 
-std::string stats_text(const ChatSession& session, Engine& engine) {
+std::string stats_text(const ChatSession& session, Scheduler& scheduler) {
   const ChatTurnStats& st = session.last_turn();
   std::string s;
   if (st.prompt_tokens == 0) {
@@ -171,7 +172,7 @@ std::string stats_text(const ChatSession& session, Engine& engine) {
   timings.generated_tokens = st.generated_tokens;
   timings.generation_seconds = st.generation_seconds;
   timings.time_to_first_token = st.time_to_first_token;
-  s += make_stats_report(engine, timings).to_text();
+  s += make_stats_report(scheduler.runner(), scheduler.cache().stats(), timings).to_text();
   return s;
 }
 
@@ -391,8 +392,8 @@ open a block with """ and close it with """. Ctrl-C stops an answer (or clears t
 
 class ChatLoop {
  public:
-  ChatLoop(ChatSession& session, Engine& engine, LineInput& input, Style style)
-      : session_(session), engine_(engine), input_(input), style_(style) {}
+  ChatLoop(ChatSession& session, Scheduler& scheduler, LineInput& input, Style style)
+      : session_(session), scheduler_(scheduler), input_(input), style_(style) {}
 
   void run() {
     while (true) {
@@ -443,7 +444,7 @@ class ChatLoop {
     } else if (name == "/regen") {
       answer({}, /*regenerate=*/true);
     } else if (name == "/stats") {
-      fmt::print("{}", stats_text(session_, engine_));
+      fmt::print("{}", stats_text(session_, scheduler_));
     } else if (name == "/save") {
       save_conversation(session_, std::string(arguments));
       fmt::print("{}\n", style_.dim(fmt::format("saved {} messages to {}", session_.messages().size(), arguments)));
@@ -480,11 +481,11 @@ class ChatLoop {
     if (st.finish_reason == "interrupted" && input_.interactive()) std::fputs("^C", stdout);
     std::fputc('\n', stdout);
     std::fflush(stdout);
-    fmt::print(stderr, "{}\n", style_.dim(status_line(session_, engine_, st)));
+    fmt::print(stderr, "{}\n", style_.dim(status_line(session_, scheduler_, st)));
   }
 
   ChatSession& session_;
-  Engine& engine_;
+  Scheduler& scheduler_;
   LineInput& input_;
   Style style_;
 };
@@ -495,7 +496,7 @@ void run_chat(const ChatOptions& o) {
   }
   if (o.batch_tokens < 1) fail("--batch-tokens {} must be positive", o.batch_tokens);
   const SamplingParams sampling = sampling_from_flags(o.generation);
-  const EngineConfig engine_config = engine_config_from_flags(o.generation);
+  const RunnerConfig runner_config = runner_config_from_flags(o.generation);
   std::string system_prompt = o.system_prompt;
   if (!o.system_file.empty()) {
     system_prompt = read_text_file(o.system_file);
@@ -515,15 +516,19 @@ void run_chat(const ChatOptions& o) {
   const Tokenizer& tokenizer = *model->tokenizer;
   const ChosenChatTemplate chosen = choose_template(o, tokenizer, style);
 
-  Engine engine(*model, engine_config);
+  ModelRunner runner(*model, runner_config);
+  SchedulerConfig scheduler_config;
+  scheduler_config.max_seqs = 1;
+  scheduler_config.max_batch_tokens = o.batch_tokens;
+  Scheduler scheduler(runner, &tokenizer, scheduler_config);
   ChatSessionOptions session_options;
   session_options.template_source = chosen.source;
-  if (tokenizer.bos_id() >= 0) session_options.bos_token = tokenizer.token_text(tokenizer.bos_id());
-  if (tokenizer.eos_id() >= 0) session_options.eos_token = tokenizer.token_text(tokenizer.eos_id());
+  const ChatTemplateInputs special = chat_template_inputs(tokenizer, nlohmann::ordered_json::array(), false);
+  session_options.bos_token = special.bos_token;
+  session_options.eos_token = special.eos_token;
   session_options.sampling = sampling;
   session_options.max_answer_tokens = o.n_predict;
-  session_options.batch_tokens = o.batch_tokens;
-  ChatSession session(engine, tokenizer, session_options);
+  ChatSession session(scheduler, tokenizer, session_options);
   if (!system_prompt.empty()) session.set_system_prompt(system_prompt);
 
   std::unique_ptr<LineInput> input =
@@ -537,7 +542,7 @@ void run_chat(const ChatOptions& o) {
                                    session.capacity())));
   }
   InterruptHandler interrupt_handler;
-  ChatLoop(session, engine, *input, style).run();
+  ChatLoop(session, scheduler, *input, style).run();
 }
 
 }  // namespace

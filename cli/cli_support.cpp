@@ -96,8 +96,8 @@ SamplingParams sampling_from_flags(const GenerationFlags& flags) {
   return params;
 }
 
-EngineConfig engine_config_from_flags(const GenerationFlags& flags) {
-  EngineConfig config;
+RunnerConfig runner_config_from_flags(const GenerationFlags& flags) {
+  RunnerConfig config;
   if (flags.n_threads < 0 || flags.n_threads > 1024) fail("--threads {} is out of range (1..1024)", flags.n_threads);
   if (flags.n_ctx < 0) fail("--ctx-size {} must be positive", flags.n_ctx);
   if (flags.block_size < 1 || flags.block_size > 1024) {

@@ -6,7 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "engine/engine.h"
+#include "engine/model_runner.h"
 #include "engine/sampler.h"
 
 namespace pagedllm::cli {
@@ -37,8 +37,8 @@ struct GenerationFlags {
   std::string device = "auto";  // cpu, cuda, or auto: cuda when a device is present
 };
 void add_generation_flags(CLI::App& cmd, GenerationFlags& flags);
-// Validates and turns the flags into an EngineConfig (kv budget parsed, threads defaulted).
-EngineConfig engine_config_from_flags(const GenerationFlags& flags);
+// Validates and turns the flags into a RunnerConfig (kv budget parsed, device resolved).
+RunnerConfig runner_config_from_flags(const GenerationFlags& flags);
 SamplingParams sampling_from_flags(const GenerationFlags& flags);
 
 }  // namespace pagedllm::cli

@@ -9,7 +9,7 @@
 
 #include "cli/commands.h"
 #include "common/error.h"
-#include "engine/backend_factory.h"
+#include "engine/devices.h"
 #include "model_loader/gguf.h"
 #include "model_loader/model_config.h"
 

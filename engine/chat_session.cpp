@@ -5,17 +5,11 @@
 #include <utility>
 
 #include "common/error.h"
+#include "engine/prompt.h"
 #include "templates/chat_template.h"
 
 namespace pagedllm {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-bool stop_requested(const ChatEvents& events) {
-  return events.stop != nullptr && events.stop->load(std::memory_order_relaxed);
-}
 
 // Index of the first message that may be dropped: everything but a leading system prompt.
 size_t first_droppable(const std::vector<ChatMessage>& messages) {
@@ -24,29 +18,24 @@ size_t first_droppable(const std::vector<ChatMessage>& messages) {
 
 }  // namespace
 
-ChatSession::ChatSession(Engine& engine, const Tokenizer& tokenizer, ChatSessionOptions options)
-    : engine_(engine), tokenizer_(tokenizer), options_(std::move(options)) {
+ChatSession::ChatSession(Scheduler& scheduler, const Tokenizer& tokenizer, ChatSessionOptions options)
+    : scheduler_(scheduler), tokenizer_(tokenizer), options_(std::move(options)) {
   validate_sampling_params(options_.sampling);
-  if (options_.batch_tokens < 1) fail("chat: prompt tokens per prefill forward must be positive, got {}",
-                                      options_.batch_tokens);
   if (options_.max_answer_tokens == 0 || options_.max_answer_tokens < -1) {
     fail("chat: the most tokens per answer must be positive (or -1 for no limit), got {}", options_.max_answer_tokens);
   }
   template_ = std::make_unique<ChatTemplate>(options_.template_source);
-  sampler_ = std::make_unique<Sampler>(options_.sampling);
-  seq_ = engine_.cache().create_sequence();
+  session_ = scheduler_.open_session();
 }
 
-ChatSession::~ChatSession() {
-  if (engine_.cache().has_sequence(seq_)) engine_.cache().release(seq_);
-}
+ChatSession::~ChatSession() { scheduler_.close_session(session_); }
 
 int ChatSession::capacity() const {
-  const KvCacheManager& cache = engine_.cache();
-  // With prefix caching a rewind into a registered block needs one spare block for its copy.
-  const int blocks = cache.num_blocks() - (cache.prefix_caching() ? 1 : 0);
-  const int64_t pool_tokens = static_cast<int64_t>(std::max(blocks, 0)) * cache.block_size();
-  return static_cast<int>(std::min<int64_t>(engine_.n_ctx(), pool_tokens));
+  const KvCacheManager& cache = scheduler_.cache();
+  // A rewind into a shared or registered block needs one spare block for its copy.
+  const int blocks = cache.num_blocks() - 1;
+  const int64_t pool_tokens = static_cast<int64_t>(std::max(blocks, 1)) * cache.block_size();
+  return static_cast<int>(std::min<int64_t>(scheduler_.max_sequence_tokens(), pool_tokens));
 }
 
 int ChatSession::answer_reserve() const {
@@ -130,7 +119,6 @@ std::vector<ChatMessage> ChatSession::messages_from_json(const nlohmann::json& c
 void ChatSession::set_sampling(const SamplingParams& params) {
   validate_sampling_params(params);
   options_.sampling = params;
-  sampler_ = std::make_unique<Sampler>(params);
 }
 
 // ------------------------------------------------------------------------------------------------ prompt
@@ -145,10 +133,8 @@ std::string ChatSession::render(const std::vector<ChatMessage>& messages, bool a
 }
 
 std::vector<int32_t> ChatSession::tokenize_prompt(const std::string& rendered) const {
-  std::vector<int32_t> tokens = tokenizer_.encode(rendered, /*add_special=*/true, /*parse_special=*/true);
-  // A template that writes bos_token itself, for a model that also adds one, would start with two.
-  const int32_t bos = tokenizer_.bos_id();
-  if (bos >= 0 && tokens.size() >= 2 && tokens[0] == bos && tokens[1] == bos) tokens.erase(tokens.begin());
+  std::vector<int32_t> tokens =
+      pagedllm::tokenize_prompt(tokenizer_, rendered, PromptSource::ChatTemplate, /*add_bos=*/true, /*parse_special=*/true);
   if (tokens.empty()) fail("the chat template rendered an empty prompt");
   return tokens;
 }
@@ -184,81 +170,71 @@ std::vector<int32_t> ChatSession::fit_to_context(std::vector<ChatMessage>& messa
 
 // ------------------------------------------------------------------------------------------------ turns
 
+namespace {
+
+// Collects a turn's answer from the scheduler and forwards its text as it comes.
+class TurnSink : public TokenSink {
+ public:
+  explicit TurnSink(const ChatEvents& events) : events_(events) {}
+  void on_text(RequestId, int, std::string_view text) override {
+    answer += text;
+    if (!text.empty() && events_.on_text) events_.on_text(text);
+  }
+  void on_finish(RequestResult finished) override {
+    result = std::move(finished);
+    done = true;
+  }
+
+  std::string answer;
+  RequestResult result;
+  bool done = false;
+
+ private:
+  const ChatEvents& events_;
+};
+
+std::string chat_finish_reason(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::ContextFull:
+    case FinishReason::CacheFull: return "context";
+    case FinishReason::Cancelled: return "interrupted";
+    default: return std::string(finish_reason_name(reason));
+  }
+}
+
+}  // namespace
+
 ChatTurnStats ChatSession::generate(const std::vector<int32_t>& prompt, const ChatEvents& events,
                                     std::string& answer) {
-  KvCacheManager& cache = engine_.cache();
+  last_answer_tokens_.clear();
+  GenerationRequest request;
+  request.id = next_request_++;
+  request.prompt = prompt;
+  request.max_tokens = options_.max_answer_tokens > 0 ? options_.max_answer_tokens : kUnlimitedTokens;
+  request.sampling = options_.sampling;
+  // Every answer draws from its own stream: reproducible with a fixed seed, different from turn to turn.
+  if (request.sampling.seed != kRandomSeed) request.sampling.seed += static_cast<uint64_t>(request.id);
+  request.session = session_;
+  request.cancel = events.stop;
+  TurnSink sink(events);
+  scheduler_.submit(std::move(request), &sink);
+  scheduler_.run_until_idle();
+  if (!sink.done) fail("internal: the scheduler went idle before the answer ended");
+  const RequestResult& result = sink.result;
+  if (result.failure == FinishReason::Error) fail("{}", result.error);
+
   ChatTurnStats st;
   st.prompt_tokens = static_cast<int>(prompt.size());
-  last_answer_tokens_.clear();
-
-  // Reuse the longest common token prefix; the last prompt token is always computed, for its logits.
-  size_t common = 0;
-  const size_t comparable = std::min(cached_tokens_.size(), prompt.size());
-  while (common < comparable && cached_tokens_[common] == prompt[common]) ++common;
-  if (common == prompt.size()) --common;
-  cache.truncate(seq_, static_cast<int>(common));
-  cached_tokens_.resize(common);
-  st.reused_tokens = static_cast<int>(common);
-  st.prefilled_tokens = static_cast<int>(prompt.size() - common);
-  if (!cache.can_append(seq_, st.prefilled_tokens)) {
-    fail("the KV cache has {} free blocks of {} tokens, too few for the {} prompt tokens to prefill (raise --kv-mem)",
-         cache.free_blocks(), cache.block_size(), st.prefilled_tokens);
-  }
-
-  const auto start = Clock::now();
-  std::span<const float> logits;
-  for (size_t begin = common; begin < prompt.size(); begin += static_cast<size_t>(options_.batch_tokens)) {
-    if (stop_requested(events)) {
-      st.finish_reason = "interrupted";
-      st.prefill_seconds = seconds_since(start);
-      return st;
-    }
-    const size_t end = std::min(prompt.size(), begin + static_cast<size_t>(options_.batch_tokens));
-    const Engine::Work work{seq_, std::span<const int32_t>(prompt).subspan(begin, end - begin), end == prompt.size()};
-    logits = engine_.step(std::span<const Engine::Work>(&work, 1));
-    cached_tokens_.insert(cached_tokens_.end(), prompt.begin() + static_cast<std::ptrdiff_t>(begin),
-                          prompt.begin() + static_cast<std::ptrdiff_t>(end));
-  }
-  st.prefill_seconds = seconds_since(start);
-
-  const int cap = capacity();
-  std::vector<int32_t> history = prompt;  // [prompt + generated] what the repetition penalty looks at
-  StreamingDetokenizer detokenizer(tokenizer_);
-  auto emit = [&](const std::string& piece) {
-    answer += piece;
-    if (!piece.empty() && events.on_text) events.on_text(piece);
-  };
-  const auto generation_start = Clock::now();
-  while (true) {
-    // Checked once the forward is done: whatever was asked for during it, nothing more is shown.
-    if (stop_requested(events)) {
-      st.finish_reason = "interrupted";
-      break;
-    }
-    const int32_t token = sampler_->sample(logits, history);
-    if (last_answer_tokens_.empty()) st.time_to_first_token = seconds_since(start);
-    if (tokenizer_.is_end_of_generation(token)) {
-      st.finish_reason = "stop";
-      break;
-    }
-    last_answer_tokens_.push_back(token);
-    history.push_back(token);
-    emit(detokenizer.push(token));
-    if (options_.max_answer_tokens > 0 && static_cast<int>(last_answer_tokens_.size()) >= options_.max_answer_tokens) {
-      st.finish_reason = "length";
-      break;
-    }
-    if (static_cast<int>(cached_tokens_.size()) + 1 > cap || !cache.can_append(seq_, 1)) {
-      st.finish_reason = "context";
-      break;
-    }
-    const Engine::Work work{seq_, std::span<const int32_t>(&token, 1), true};
-    logits = engine_.step(std::span<const Engine::Work>(&work, 1));
-    cached_tokens_.push_back(token);
-  }
-  emit(detokenizer.flush());
-  st.generation_seconds = seconds_since(generation_start);
-  st.generated_tokens = static_cast<int>(last_answer_tokens_.size());
+  st.reused_tokens = result.reused_prompt_tokens;
+  st.prefilled_tokens = st.prompt_tokens - st.reused_tokens;
+  const Completion& completion = result.completions.front();
+  last_answer_tokens_ = completion.tokens;
+  answer = sink.answer;
+  st.generated_tokens = static_cast<int>(completion.tokens.size());
+  st.finish_reason = chat_finish_reason(completion.finish);
+  st.time_to_first_token = result.first_token_seconds;
+  st.prefill_seconds = std::max(0.0, result.first_token_seconds - result.queue_seconds);
+  st.generation_seconds = std::max(0.0, result.latency_seconds - result.first_token_seconds);
   return st;
 }
 
@@ -290,10 +266,7 @@ ChatTurnStats ChatSession::answer(std::vector<ChatMessage> conversation, const C
   try {
     st = generate(prompt, events, text);
   } catch (...) {
-    // What the cache holds is unknown after a failed forward: forget it, and the turn.
-    engine_.cache().truncate(seq_, 0);
-    cached_tokens_.clear();
-    messages_ = before;
+    messages_ = before;  // the turn never happened (the scheduler dropped what a failed forward left in the cache)
     throw;
   }
   st.dropped_messages = dropped;

@@ -1,9 +1,10 @@
 #pragma once
 // A conversation kept in the KV cache. Every turn renders the chat template over the whole conversation, tokenizes
-// it, and compares those tokens with the ones whose K/V the session's sequence already holds: the common token
-// prefix is reused, the sequence is cut back to it, and only the rest is prefilled. Comparing tokens rather than
-// strings matters: a template may re-render an earlier answer differently (trimmed, or tokenized along another
-// path), and only identical tokens at identical positions have identical K/V.
+// it, and submits it to the scheduler as a request of the conversation's session: the scheduler compares those
+// tokens with the ones whose K/V the session's sequence already holds, reuses the common token prefix, and
+// prefills only the rest. Comparing tokens rather than strings matters: a template may re-render an earlier answer
+// differently (trimmed, or tokenized along another path), and only identical tokens at identical positions have
+// identical K/V.
 //
 // When the rendered conversation no longer fits the context (with room for an answer), the oldest exchanges are
 // dropped, never the system prompt, until it fills at most three quarters of it, and what remains is prefilled again
@@ -21,8 +22,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/engine.h"
 #include "engine/sampler.h"
+#include "engine/scheduler.h"
 #include "templates/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
@@ -42,7 +43,6 @@ struct ChatSessionOptions {
   int max_answer_tokens = -1;   // per answer; -1: until an end-of-generation token or the context is full
   int answer_reserve = 0;       // context kept free for the answer when fitting; 0: min(max_answer_tokens or 256,
                                 // a quarter of the context)
-  int batch_tokens = 512;       // prompt tokens per prefill forward
 };
 
 // What one turn did. "Reused" tokens were already in the KV cache; "prefilled" ones were computed this turn.
@@ -66,9 +66,9 @@ struct ChatEvents {
 
 class ChatSession {
  public:
-  // The engine and tokenizer must outlive the session. The session owns one sequence of the engine's cache.
-  // Throws pagedllm::Error when the sampling parameters are invalid or the template cannot be parsed.
-  ChatSession(Engine& engine, const Tokenizer& tokenizer, ChatSessionOptions options);
+  // The scheduler and tokenizer must outlive the session, which keeps its conversation in a session of the
+  // scheduler. Throws pagedllm::Error when the sampling parameters are invalid or the template cannot be parsed.
+  ChatSession(Scheduler& scheduler, const Tokenizer& tokenizer, ChatSessionOptions options);
   ~ChatSession();
   ChatSession(const ChatSession&) = delete;
   ChatSession& operator=(const ChatSession&) = delete;
@@ -97,7 +97,8 @@ class ChatSession {
   // Accepts that object or a bare array of messages. Throws pagedllm::Error naming the first bad entry.
   static std::vector<ChatMessage> messages_from_json(const nlohmann::json& conversation);
 
-  // Replaces the sampling parameters (validated; throws pagedllm::Error) and restarts the sampler's RNG.
+  // Replaces the sampling parameters (validated; throws pagedllm::Error). Each answer draws from a sampler seeded
+  // afresh with the seed (so a fixed seed gives reproducible answers).
   void set_sampling(const SamplingParams& params);
   const SamplingParams& sampling() const { return options_.sampling; }
   void set_max_answer_tokens(int n) { options_.max_answer_tokens = n; }
@@ -108,35 +109,33 @@ class ChatSession {
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
   std::vector<int32_t> tokenize_prompt(const std::string& rendered) const;
 
-  // Tokens whose K/V the sequence holds, oldest first.
-  const std::vector<int32_t>& cached_tokens() const { return cached_tokens_; }
+  // Tokens whose K/V the conversation's sequence holds, oldest first.
+  std::vector<int32_t> cached_tokens() const { return scheduler_.session_tokens(session_); }
   // The tokens of the last answer (without the end-of-generation token).
   const std::vector<int32_t>& last_answer_tokens() const { return last_answer_tokens_; }
   const ChatTurnStats& last_turn() const { return last_turn_; }
   // Most tokens the conversation may occupy: the engine's context, or fewer when the K/V pool is smaller.
   int capacity() const;
-  SeqId sequence() const { return seq_; }
 
  private:
   // When the prompt of `messages` plus the answer reserve does not fit, drops the oldest exchanges until it fits
   // with a quarter of the context to spare (or nothing more can go); returns the prompt's tokens and sets
   // `dropped` to the number of messages removed.
   std::vector<int32_t> fit_to_context(std::vector<ChatMessage>& messages, int& dropped) const;
-  // Cuts the cache back to the longest common prefix with `prompt` (always leaving the last prompt token to
-  // compute), prefills the rest and generates the answer into last_answer_tokens_.
+  // Submits `prompt` as a request of the conversation's session (the scheduler reuses the cached common prefix and
+  // prefills the rest) and runs it to its end, the answer into last_answer_tokens_ and `answer`.
   ChatTurnStats generate(const std::vector<int32_t>& prompt, const ChatEvents& events, std::string& answer);
   // Fits `conversation` (ending with the message to answer), makes it the conversation and appends the answer.
   ChatTurnStats answer(std::vector<ChatMessage> conversation, const ChatEvents& events);
   int answer_reserve() const;
 
-  Engine& engine_;
+  Scheduler& scheduler_;
   const Tokenizer& tokenizer_;
   ChatSessionOptions options_;
-  SeqId seq_;
+  SessionId session_;
+  RequestId next_request_ = 0;
   std::unique_ptr<ChatTemplate> template_;  // parsed once, rendered every turn
-  std::unique_ptr<Sampler> sampler_;
   std::vector<ChatMessage> messages_;
-  std::vector<int32_t> cached_tokens_;       // [context_length(seq_)] ids whose K/V the sequence holds
   std::vector<int32_t> last_answer_tokens_;  // [generated] of the last answer
   ChatTurnStats last_turn_;
 };

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "common/error.h"
+#include "kernels/backend.h"
 
 namespace pagedllm {
 
@@ -50,6 +51,8 @@ KvCacheManager::KvCacheManager(int num_blocks, int block_size, bool prefix_cachi
     lru_next_.assign(n, kNone);
   }
 }
+
+KvCacheManager::~KvCacheManager() = default;
 
 SeqId KvCacheManager::create_sequence() {
   const SeqId id = next_id_++;

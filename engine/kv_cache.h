@@ -26,12 +26,9 @@ namespace pagedllm {
 
 using SeqId = int32_t;
 
-// A block the backend must copy (all layers, K and V) before the next forward reads or writes `dst`.
-// Copies must be executed in the order they were recorded: a later copy may overwrite an earlier one's source.
-struct BlockCopy {
-  int32_t src;
-  int32_t dst;
-};
+// A block the backend must copy before the next forward (kernels/backend.h). Only named here: the header stays
+// free of the kernels' types, so that rooms above the engine can include it.
+struct BlockCopy;
 
 struct CacheStats {
   int block_size = 0;
@@ -63,6 +60,9 @@ class KvCacheManager {
  public:
   // Throws pagedllm::Error when num_blocks < 1 or block_size < 1.
   KvCacheManager(int num_blocks, int block_size, bool prefix_caching = false);
+  ~KvCacheManager();
+  KvCacheManager(const KvCacheManager&) = delete;
+  KvCacheManager& operator=(const KvCacheManager&) = delete;
 
   SeqId create_sequence();
 
@@ -94,7 +94,8 @@ class KvCacheManager {
   int context_length(SeqId seq) const;                    // tokens stored for the sequence
   bool has_sequence(SeqId seq) const { return sequences_.count(seq) != 0; }
 
-  // The CoW copies recorded since the last call, in execution order.
+  // The CoW copies recorded since the last call, in execution order (a later copy may overwrite an earlier one's
+  // source).
   std::vector<BlockCopy> take_pending_copies();
 
   // Prefix caching. `seq` must be empty (just created). Attaches the longest run of registered full blocks that

@@ -1,7 +1,6 @@
 #include "engine/model.h"
 
 #include "common/error.h"
-#include "engine/rope_config.h"
 
 namespace pagedllm {
 
@@ -16,20 +15,6 @@ std::unique_ptr<Model> Model::load(const std::string& path) {
          model->config.n_vocab);
   }
   return model;
-}
-
-RopeParams rope_params_for(const ModelConfig& c) {
-  RopeParams p;
-  p.n_rot = static_cast<int>(c.n_rot);
-  p.freq_base = c.rope_freq_base;
-  p.freq_scale = c.rope_freq_scale;
-  p.attn_factor = c.rope_attn_factor;
-  p.neox = c.rope_layout == RopeLayout::Neox;
-  if (c.rope_scaling == RopeScaling::Yarn) {
-    p.ext_factor = 1.0f;
-    rope_yarn_corr_dims(p.n_rot, static_cast<int>(c.rope_original_context), p.freq_base, &p.yarn_low, &p.yarn_high);
-  }
-  return p;
 }
 
 }  // namespace pagedllm

@@ -2,14 +2,12 @@
 
 #include <fmt/format.h>
 
-#include "common/memory_probe.h"
-#include "engine/cpu_backend.h"
-#include "engine/cuda_backend.h"
+#include "common/timing.h"
+#include "kernels/backend.h"
+
 
 namespace pagedllm {
 namespace {
-
-double per_second(double count, double seconds) { return seconds > 0 ? count / seconds : 0.0; }
 
 std::string mib(uint64_t bytes) { return fmt::format("{:.2f} MiB", static_cast<double>(bytes) / (1024.0 * 1024.0)); }
 
@@ -83,24 +81,19 @@ nlohmann::json StatsReport::to_json() const {
   };
 }
 
-StatsReport make_stats_report(Engine& engine, const RunTimings& timings) {
+StatsReport make_stats_report(ModelRunner& runner, const CacheStats& cache, const RunTimings& timings) {
   StatsReport r;
   r.timings = timings;
-  r.cache = engine.cache().stats();
-  r.counters = engine.counters();
-  r.weight_bytes_per_step = engine.model().weights.bytes_per_step;
-  r.kv_bytes_per_token = engine.kv_bytes_per_token();
-  r.kv_pool_bytes = engine.backend().kv_pool_bytes();
-  r.backend = engine.backend().name();
-  r.n_threads = engine.n_threads();
-  if (auto* cpu = dynamic_cast<CpuBackend*>(&engine.backend())) {
-    const MemoryBandwidth bw = cpu_memory_bandwidth(cpu->thread_pool());
-    r.peak_gb_s = bw.gb_per_s;
-    r.peak_source = bw.from_cache ? "streaming-read probe, cached" : "streaming-read probe";
-  } else if (auto* cuda = dynamic_cast<CudaBackend*>(&engine.backend())) {
-    r.peak_gb_s = cuda->peak_bandwidth_gb_s();
-    r.peak_source = "device properties";
-  }
+  r.cache = cache;
+  r.counters = runner.counters();
+  r.weight_bytes_per_step = runner.model().weights.bytes_per_step;
+  r.kv_bytes_per_token = runner.kv_bytes_per_token();
+  r.kv_pool_bytes = runner.backend().kv_pool_bytes();
+  r.backend = runner.backend().name();
+  r.n_threads = runner.n_threads();
+  const BandwidthPeak peak = runner.backend().peak_bandwidth();
+  r.peak_gb_s = peak.gb_per_s;
+  r.peak_source = peak.source;
   return r;
 }
 

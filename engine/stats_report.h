@@ -4,7 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/engine.h"
+#include "engine/kv_cache.h"
+#include "engine/model_runner.h"
 
 namespace pagedllm {
 
@@ -19,7 +20,7 @@ struct RunTimings {
 struct StatsReport {
   RunTimings timings;
   CacheStats cache;
-  EngineCounters counters;
+  RunnerCounters counters;
   uint64_t weight_bytes_per_step = 0;
   uint64_t kv_bytes_per_token = 0;
   uint64_t kv_pool_bytes = 0;
@@ -35,6 +36,7 @@ struct StatsReport {
   nlohmann::json to_json() const;
 };
 
-StatsReport make_stats_report(Engine& engine, const RunTimings& timings);
+// The report for what `runner` did, with the cache as `cache` describes it.
+StatsReport make_stats_report(ModelRunner& runner, const CacheStats& cache, const RunTimings& timings);
 
 }  // namespace pagedllm

@@ -13,9 +13,11 @@
 #include <vector>
 
 #include "common/error.h"
+#include "direct_runner.h"
 #include "engine/chat_session.h"
-#include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/model_runner.h"
+#include "engine/scheduler.h"
 
 using namespace pagedllm;
 
@@ -37,15 +39,17 @@ SamplingParams greedy() {
 
 struct Fixture {
   std::unique_ptr<Model> model;
-  std::unique_ptr<Engine> engine;
+  RunnerConfig config;
+  std::unique_ptr<ModelRunner> runner;
+  std::unique_ptr<Scheduler> scheduler;
   std::unique_ptr<ChatSession> session;
 
   Fixture(const std::string& path, int n_ctx, const std::function<ChatSessionOptions(const Model&)>& options) {
     model = Model::load(path);
-    EngineConfig config;
     config.n_ctx = n_ctx;
-    engine = std::make_unique<Engine>(*model, config);
-    session = std::make_unique<ChatSession>(*engine, *model->tokenizer, options(*model));
+    runner = std::make_unique<ModelRunner>(*model, config);
+    scheduler = std::make_unique<Scheduler>(*runner, model->tokenizer.get(), SchedulerConfig{});
+    session = std::make_unique<ChatSession>(*scheduler, *model->tokenizer, options(*model));
   }
   Fixture(const std::string& path, int n_ctx, const ChatSessionOptions& options)
       : Fixture(path, n_ctx, [&](const Model&) { return options; }) {}
@@ -74,23 +78,23 @@ size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& 
   return n;
 }
 
-// Greedy decoding of `n` tokens after prefilling `prompt` at once into a fresh sequence (stopping at an
-// end-of-generation token): what a one-shot run on the full rendered conversation produces.
-std::vector<int32_t> fresh_greedy_run(Engine& engine, const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
+// Greedy decoding of `n` tokens after prefilling `prompt` at once into a fresh sequence of a separate model runner
+// (stopping at an end-of-generation token): what a one-shot run on the full rendered conversation produces.
+std::vector<int32_t> fresh_greedy_run(const Model& model, const RunnerConfig& config, const std::vector<int32_t>& prompt,
                                       int n) {
-  KvCacheManager& cache = engine.cache();
-  const SeqId seq = cache.create_sequence();
-  Engine::Work work{seq, prompt, true};
+  const Tokenizer& tokenizer = *model.tokenizer;
+  test::DirectRunner engine(model, config);
+  const SeqId seq = engine.create_sequence();
+  test::DirectWork work{seq, prompt, true};
   std::span<const float> logits = engine.step(std::span(&work, 1));
   std::vector<int32_t> out;
   while (static_cast<int>(out.size()) < n) {
     const auto next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
     if (tokenizer.is_end_of_generation(next)) break;
     out.push_back(next);
-    Engine::Work step{seq, std::span<const int32_t>(&out.back(), 1), true};
+    test::DirectWork step{seq, std::span<const int32_t>(&out.back(), 1), true};
     logits = engine.step(std::span(&step, 1));
   }
-  cache.release(seq);
   return out;
 }
 
@@ -132,9 +136,9 @@ TEST_CASE("SmolLM2: the second turn prefills only its new tokens and answers as 
   CHECK(std::equal(prompt.begin(), prompt.end(), chat.cached_tokens().begin()));
 
   // The answer equals a one-shot greedy run over the full rendered conversation, in a sequence of its own.
-  const std::vector<int32_t> expected = fresh_greedy_run(*f.engine, tokenizer, prompt, 12);
+  const std::vector<int32_t> expected = fresh_greedy_run(*f.model, f.config, prompt, 12);
   CHECK(chat.last_answer_tokens() == expected);
-  CHECK(f.engine->cache().check_invariants() == "");
+  CHECK(f.scheduler->check_invariants() == "");
 }
 
 TEST_CASE("SmolLM2: /regen reuses the cached prompt and, greedy, samples the same answer again") {
@@ -155,7 +159,7 @@ TEST_CASE("SmolLM2: /regen reuses the cached prompt and, greedy, samples the sam
   CHECK(again.prefilled_tokens == 1);
   CHECK(chat.last_answer_tokens() == answer);
   CHECK(chat.messages() == before);
-  CHECK(f.engine->cache().check_invariants() == "");
+  CHECK(f.scheduler->check_invariants() == "");
 }
 
 TEST_CASE("stories260K: turns reuse exactly the common token prefix, even where the template re-renders text") {
@@ -175,7 +179,7 @@ TEST_CASE("stories260K: turns reuse exactly the common token prefix, even where 
     CHECK(turn.reused_tokens > 0);
     previous = chat.cached_tokens();
   }
-  CHECK(f.engine->cache().check_invariants() == "");
+  CHECK(f.scheduler->check_invariants() == "");
 }
 
 TEST_CASE("stories260K: a conversation that outgrows the context drops its oldest turns, never the system prompt") {
@@ -221,7 +225,7 @@ TEST_CASE("stories260K: a conversation that outgrows the context drops its oldes
   CHECK(dropped_total > 0);
   CHECK(chat.messages().size() < longest + 2);
   CHECK(chat.capacity() == n_ctx);
-  CHECK(f.engine->cache().check_invariants() == "");
+  CHECK(f.scheduler->check_invariants() == "");
 }
 
 TEST_CASE("stories260K: a message too long for the context alone is refused and the conversation is unchanged") {
@@ -285,7 +289,7 @@ TEST_CASE("stories260K: stopping a turn keeps the words so far; stopping before 
   const ChatTurnStats next = chat.reply("Go on");
   CHECK(next.reused_tokens > 0);
   CHECK(chat.messages().size() == 4);
-  CHECK(f.engine->cache().check_invariants() == "");
+  CHECK(f.scheduler->check_invariants() == "");
 }
 
 TEST_CASE("stories260K: save and load round trip, and bad conversation files are refused with a clear message") {
@@ -300,7 +304,7 @@ TEST_CASE("stories260K: save and load round trip, and bad conversation files are
   CHECK(ChatSession::messages_from_json(saved["messages"]) == chat.messages());  // a bare array too
 
   // A second session continues the loaded conversation: nothing of it is cached there, so all is prefilled.
-  ChatSession other(*f.engine, *f.model->tokenizer, stories_options(6));
+  ChatSession other(*f.scheduler, *f.model->tokenizer, stories_options(6));
   other.set_messages(loaded);
   const ChatTurnStats st = other.reply("And then?");
   CHECK(st.reused_tokens == 0);

@@ -24,7 +24,8 @@
 
 #include <fmt/format.h>
 
-#include "engine/cuda_backend.h"
+#include "engine/llama_forward.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "tensor/float16.h"
 #include "kernels/cuda/attention_plan.h"
 #include "kernels/cuda/cuda_common.cuh"
@@ -101,7 +102,13 @@ TEST_CASE("bench: batch-1 decode of a synthetic Llama-3-8B-shaped F16 model" * d
   const LlamaWeights weights = load_llama_weights(*file, config);
   const int num_blocks = (prompt_tokens + decode_tokens) / block_size + 2;
   start = std::chrono::steady_clock::now();
-  CudaBackend backend(config, weights, num_blocks, block_size, KvDtype::F16);
+  KvGeometry kv;
+  kv.n_layer = static_cast<int>(config.n_layer);
+  kv.n_head_kv = static_cast<int>(config.n_head_kv);
+  kv.head_dim = static_cast<int>(config.head_dim);
+  kv.num_blocks = num_blocks;
+  kv.block_size = block_size;
+  CudaBackend backend(kv, forward_weight_set(config, weights));
   const double upload_seconds = seconds_since(start);
   const GpuDeviceInfo& device = backend.device_info();
 
@@ -110,7 +117,7 @@ TEST_CASE("bench: batch-1 decode of a synthetic Llama-3-8B-shaped F16 model" * d
   std::mt19937 rng(1);
   std::uniform_int_distribution<int32_t> token(3, static_cast<int32_t>(config.n_vocab) - 1);
   auto batch_of = [&](const std::vector<int32_t>& tokens, int first_position) {
-    BatchInput batch;
+    ForwardBatch batch;
     for (size_t i = 0; i < tokens.size(); ++i) {
       batch.tokens.push_back(tokens[i]);
       batch.positions.push_back(first_position + static_cast<int32_t>(i));
@@ -128,21 +135,26 @@ TEST_CASE("bench: batch-1 decode of a synthetic Llama-3-8B-shaped F16 model" * d
   for (int32_t& t : prompt) t = token(rng);
   const std::vector<GpuSamplingSettings> greedy(1);
   int32_t next = 0;
+  // One forward, then one token sampled on the device: only the token comes back.
+  auto forward_sample = [&](const ForwardBatch& batch, int32_t* token) {
+    const float* logits = llama_forward(backend, config, weights, batch, nullptr);
+    backend.sample(logits, config.n_vocab, greedy, token);
+  };
   start = std::chrono::steady_clock::now();
-  backend.forward_sample(batch_of(prompt, 0), greedy, &next);
+  forward_sample(batch_of(prompt, 0), &next);
   const double prefill_seconds = seconds_since(start);
 
   // Decode: each step forwards one token and brings back only the sampled one.
   int context = prompt_tokens;
   const int warmup = 4;
   for (int i = 0; i < warmup; ++i) {
-    backend.forward_sample(batch_of({next}, context++), greedy, &next);
+    forward_sample(batch_of({next}, context++), &next);
   }
   start = std::chrono::steady_clock::now();
   for (int i = 0; i < decode_tokens - warmup; ++i) {
     REQUIRE(next >= 0);
     REQUIRE(next < config.n_vocab);
-    backend.forward_sample(batch_of({next}, context++), greedy, &next);
+    forward_sample(batch_of({next}, context++), &next);
   }
   const double decode_seconds = seconds_since(start);
   const int timed = decode_tokens - warmup;

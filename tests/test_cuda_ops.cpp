@@ -42,11 +42,12 @@ TEST_CASE("CUDA ops against the CPU ops") { SKIP_WITHOUT_DEVICE(); }
 #include <vector>
 
 #include "common/thread_pool.h"
-#include "engine/cuda_backend.h"
-#include "engine/engine.h"
-#include "engine/kv_pool.h"
+#include "direct_runner.h"
+#include "engine/llama_forward.h"
 #include "engine/model.h"
+#include "engine/model_runner.h"
 #include "engine/sampler.h"
+#include "kernels/cuda/cuda_backend.h"
 #include "tensor/float16.h"
 #include "tensor/quant_blocks.h"
 #include "kernels/cpu/attention.h"
@@ -759,29 +760,61 @@ namespace {
 
 std::vector<int32_t> greedy_generate(const Model& model, DeviceKind device, const std::vector<int32_t>& prompt,
                                      int n_generate) {
-  EngineConfig config;
+  RunnerConfig config;
   config.n_ctx = 512;
   config.n_threads = 4;
   config.device = device;
-  Engine engine(model, config);
-  const SeqId seq = engine.cache().create_sequence();
-  Engine::Work work{seq, std::span<const int32_t>(prompt), true};
+  test::DirectRunner engine(model, config);
+  const SeqId seq = engine.create_sequence();
+  test::DirectWork work{seq, std::span<const int32_t>(prompt), true};
   std::span<const float> logits = engine.step(std::span(&work, 1));
   std::vector<int32_t> generated;
   while (static_cast<int>(generated.size()) < n_generate) {
     generated.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
-    Engine::Work decode{seq, std::span<const int32_t>(&generated.back(), 1), true};
+    test::DirectWork decode{seq, std::span<const int32_t>(&generated.back(), 1), true};
     logits = engine.step(std::span(&decode, 1));
   }
   return generated;
 }
 
-// The same greedy run driven straight through a CudaBackend with non-default options (one sequence, blocks in
-// order, slot = position).
+KvGeometry kv_geometry_for(const Model& model, int num_blocks, int block_size) {
+  KvGeometry kv;
+  kv.n_layer = static_cast<int>(model.config.n_layer);
+  kv.n_head_kv = static_cast<int>(model.config.n_head_kv);
+  kv.head_dim = static_cast<int>(model.config.head_dim);
+  kv.num_blocks = num_blocks;
+  kv.block_size = block_size;
+  kv.dtype = KvDtype::F16;
+  return kv;
+}
+
+// One sequence's batch: `next` at positions context.., slots = positions (blocks in order).
+ForwardBatch one_sequence_batch(const std::vector<int32_t>& next, int context, const std::vector<int32_t>& table,
+                                int block_size) {
+  ForwardBatch batch;
+  for (size_t i = 0; i < next.size(); ++i) {
+    batch.tokens.push_back(next[i]);
+    batch.positions.push_back(context + static_cast<int32_t>(i));
+    batch.slot_mapping.push_back(context + static_cast<int32_t>(i));
+  }
+  SeqView view;
+  view.first_row = 0;
+  view.n_new = static_cast<int32_t>(next.size());
+  view.context_length = context + view.n_new;
+  view.block_table =
+      std::span<const int32_t>(table.data(), static_cast<size_t>((view.context_length + block_size - 1) / block_size));
+  batch.seqs.push_back(view);
+  batch.logit_rows.push_back(batch.n_tokens() - 1);
+  return batch;
+}
+
+// The same greedy run driven straight through a CUDA backend with non-default options (one sequence, blocks in
+// order, slot = position), by the forward every backend runs.
 std::vector<int32_t> greedy_generate_direct(const Model& model, const CudaBackendOptions& options,
                                             const std::vector<int32_t>& prompt, int n_generate) {
   const int block_size = 16, num_blocks = 64;
-  CudaBackend backend(model.config, model.weights, num_blocks, block_size, KvDtype::F16, options);
+  CudaBackend backend(kv_geometry_for(model, num_blocks, block_size), forward_weight_set(model.config, model.weights),
+                      options);
   std::vector<int32_t> table(num_blocks);
   std::iota(table.begin(), table.end(), 0);
   std::vector<float> logits(static_cast<size_t>(model.config.n_vocab));
@@ -789,21 +822,9 @@ std::vector<int32_t> greedy_generate_direct(const Model& model, const CudaBacken
   int context = 0;
   std::vector<int32_t> next = prompt;
   while (true) {
-    BatchInput batch;
-    for (size_t i = 0; i < next.size(); ++i) {
-      batch.tokens.push_back(next[i]);
-      batch.positions.push_back(context + static_cast<int32_t>(i));
-      batch.slot_mapping.push_back(context + static_cast<int32_t>(i));
-    }
+    const ForwardBatch batch = one_sequence_batch(next, context, table, block_size);
     context += static_cast<int>(next.size());
-    SeqView view;
-    view.first_row = 0;
-    view.n_new = static_cast<int32_t>(next.size());
-    view.context_length = context;
-    view.block_table = std::span<const int32_t>(table.data(), static_cast<size_t>((context + block_size - 1) / block_size));
-    batch.seqs.push_back(view);
-    batch.logit_rows.push_back(batch.n_tokens() - 1);
-    backend.forward(batch, logits.data());
+    llama_forward(backend, model.config, model.weights, batch, logits.data());
     if (static_cast<int>(generated.size()) == n_generate) break;
     generated.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
     next = {generated.back()};
@@ -870,22 +891,22 @@ TEST_CASE("end to end: a batch mixing prefill and decode, with a forked (copy-on
   const std::vector<int32_t> prompt_b = model->tokenizer->encode("The cat sat", true, false);
   // Logits tolerance: 1e-3 of the largest logit (F32 weights; the GPU sums in another order).
   auto run = [&](DeviceKind device) {
-    EngineConfig config;
+    RunnerConfig config;
     config.n_ctx = 256;
     config.n_seq_hint = 4;
     config.n_threads = 4;
     config.device = device;
-    Engine engine(*model, config);
+    test::DirectRunner engine(*model, config);
     std::vector<std::vector<float>> all_logits;
-    const SeqId a = engine.cache().create_sequence();
-    const SeqId b = engine.cache().create_sequence();
-    std::vector<Engine::Work> work = {{a, prompt_a, true}, {b, prompt_b, true}};
+    const SeqId a = engine.create_sequence();
+    const SeqId b = engine.create_sequence();
+    std::vector<test::DirectWork> work = {{a, prompt_a, true}, {b, prompt_b, true}};
     std::span<const float> logits = engine.step(work);
     all_logits.emplace_back(logits.begin(), logits.end());
     const SeqId c = engine.cache().fork(b);  // shares b's partly filled last block
     const int32_t next_tokens[3] = {5, 17, 42};
     for (int step = 0; step < 6; ++step) {
-      std::vector<Engine::Work> decode = {{a, std::span<const int32_t>(&next_tokens[0], 1), true},
+      std::vector<test::DirectWork> decode = {{a, std::span<const int32_t>(&next_tokens[0], 1), true},
                                           {b, std::span<const int32_t>(&next_tokens[1], 1), true},
                                           {c, std::span<const int32_t>(&next_tokens[2], 1), true}};
       logits = engine.step(decode);
@@ -920,18 +941,18 @@ TEST_CASE("end to end: synthetic models in every GEMV weight type, teacher-force
     std::vector<int32_t> tokens;
     for (int i = 0; i < 40; ++i) tokens.push_back(3 + (i * 37) % static_cast<int>(spec.n_vocab - 3));
     auto run = [&](DeviceKind device) {
-      EngineConfig config;
+      RunnerConfig config;
       config.n_ctx = 128;
       config.n_threads = 4;
       config.device = device;
-      Engine engine(model, config);
-      const SeqId seq = engine.cache().create_sequence();
+      test::DirectRunner engine(model, config);
+      const SeqId seq = engine.create_sequence();
       std::vector<std::vector<float>> all_logits;
-      Engine::Work prompt{seq, std::span<const int32_t>(tokens.data(), 20), true};
+      test::DirectWork prompt{seq, std::span<const int32_t>(tokens.data(), 20), true};
       std::span<const float> logits = engine.step(std::span(&prompt, 1));
       all_logits.emplace_back(logits.begin(), logits.end());
       for (size_t i = 20; i < tokens.size(); ++i) {
-        Engine::Work decode{seq, std::span<const int32_t>(&tokens[i], 1), true};
+        test::DirectWork decode{seq, std::span<const int32_t>(&tokens[i], 1), true};
         logits = engine.step(std::span(&decode, 1));
         all_logits.emplace_back(logits.begin(), logits.end());
       }
@@ -946,35 +967,73 @@ TEST_CASE("end to end: synthetic models in every GEMV weight type, teacher-force
   }
 }
 
-TEST_CASE("device sampling through the backend: greedy forward_sample equals the argmax of forward's logits") {
+TEST_CASE("device sampling through the backend: hundreds of rows with mixed settings, each row its own") {
   SKIP_WITHOUT_DEVICE();
   auto model = load_stories();
   if (model == nullptr) return;
   const std::vector<int32_t> prompt = stories_prompt(*model);
-  CudaBackend backend(model->config, model->weights, 32, 16, KvDtype::F16);
+  const int block_size = 16;
+  CudaBackend backend(kv_geometry_for(*model, 32, block_size), forward_weight_set(model->config, model->weights));
   std::vector<int32_t> table(32);
   std::iota(table.begin(), table.end(), 0);
-  BatchInput batch;
-  for (size_t i = 0; i < prompt.size(); ++i) {
-    batch.tokens.push_back(prompt[i]);
-    batch.positions.push_back(static_cast<int32_t>(i));
-    batch.slot_mapping.push_back(static_cast<int32_t>(i));
+  ForwardBatch batch = one_sequence_batch(prompt, 0, table, block_size);
+  // 300 logits rows, cycling over the prompt's positions: the device sampler sees 300 different settings rows.
+  const int n_rows = 300;
+  batch.logit_rows.clear();
+  for (int r = 0; r < n_rows; ++r) batch.logit_rows.push_back(r % batch.n_tokens());
+  const auto n_vocab = static_cast<size_t>(model->config.n_vocab);
+  std::vector<float> logits(static_cast<size_t>(n_rows) * n_vocab);
+  const float* device_logits = llama_forward(backend, model->config, model->weights, batch, logits.data());
+  REQUIRE(device_logits != nullptr);
+  // Rows alternate between settings whose outcome is fixed: greedy, and top-k 1 at a high temperature (the only
+  // candidate left is the argmax). If one row's settings landed on another's, or a token overwrote a settings row,
+  // a sampled (top-k 40) row would be drawn from instead and the check below would see a different token.
+  std::vector<GpuSamplingSettings> settings(static_cast<size_t>(n_rows));
+  for (int r = 0; r < n_rows; ++r) {
+    GpuSamplingSettings& g = settings[static_cast<size_t>(r)];
+    if (r % 2 == 0) {
+      g.temperature = 0.0f;
+    } else {
+      g.temperature = 1.5f;
+      g.top_k = 1;
+      g.uniform = static_cast<float>(r) / static_cast<float>(n_rows);
+    }
   }
-  SeqView view;
-  view.n_new = static_cast<int32_t>(prompt.size());
-  view.context_length = view.n_new;
-  view.block_table = std::span<const int32_t>(table.data(), static_cast<size_t>((view.context_length + 15) / 16));
-  batch.seqs.push_back(view);
-  batch.logit_rows = {static_cast<int32_t>(prompt.size()) - 1, 0};
-  std::vector<float> logits(2 * static_cast<size_t>(model->config.n_vocab));
-  backend.forward(batch, logits.data());
-  const std::vector<GpuSamplingSettings> greedy(2);
-  int32_t tokens[2] = {-1, -1};
-  backend.forward_sample(batch, greedy, tokens);  // recomputes the same K/V: the same logits
-  for (int r = 0; r < 2; ++r) {
-    const auto begin = logits.begin() + r * model->config.n_vocab;
-    CHECK(tokens[r] == std::max_element(begin, begin + model->config.n_vocab) - begin);
+  std::vector<int32_t> tokens(static_cast<size_t>(n_rows), -1);
+  const uint64_t allocations_before = cuda::buffer_allocations();
+  backend.sample(device_logits, static_cast<int64_t>(n_vocab), settings, tokens.data());
+  backend.sample(device_logits, static_cast<int64_t>(n_vocab), settings, tokens.data());
+  CHECK(cuda::buffer_allocations() - allocations_before <= 3);  // the first call's buffers, then none
+  for (int r = 0; r < n_rows; ++r) {
+    const auto begin = logits.begin() + static_cast<long>(static_cast<size_t>(r) * n_vocab);
+    CAPTURE(r);
+    CHECK(tokens[static_cast<size_t>(r)] == std::max_element(begin, begin + static_cast<long>(n_vocab)) - begin);
   }
+}
+
+TEST_CASE("steady-state decoding allocates no device or pinned memory") {
+  SKIP_WITHOUT_DEVICE();
+  auto model = load_stories();
+  if (model == nullptr) return;
+  RunnerConfig config;
+  config.n_ctx = 512;
+  config.device = DeviceKind::Cuda;
+  test::DirectRunner engine(*model, config);
+  const SeqId seq = engine.create_sequence();
+  const std::vector<int32_t> prompt = stories_prompt(*model);
+  test::DirectWork work{seq, std::span<const int32_t>(prompt), true};
+  engine.step(std::span(&work, 1));
+  int32_t token = 5;
+  for (int i = 0; i < 8; ++i) {  // warm up: buffers reach their decode sizes
+    test::DirectWork decode{seq, std::span<const int32_t>(&token, 1), true};
+    engine.step(std::span(&decode, 1));
+  }
+  const uint64_t before = cuda::buffer_allocations();
+  for (int i = 0; i < 200; ++i) {
+    test::DirectWork decode{seq, std::span<const int32_t>(&token, 1), true};
+    engine.step(std::span(&decode, 1));
+  }
+  CHECK(cuda::buffer_allocations() == before);
 }
 
 #endif  // PAGEDLLM_HAVE_CUDA

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common/error.h"
-#include "engine/backend_factory.h"
+#include "engine/devices.h"
 #include "kernels/cuda/attention_plan.h"
 #include "kernels/cuda/device_info.h"
 

@@ -21,8 +21,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/model_runner.h"
+#include "engine/scheduler.h"
 
 namespace {
 
@@ -42,6 +43,38 @@ std::string model_path(const nlohmann::json& golden) {
   const std::string file = golden.at("model");
   if (golden.at("model_location") == "shared") return std::string(PAGEDLLM_SHARED_DIR) + "/models/" + file;
   return std::string(PAGEDLLM_SOURCE_DIR) + "/models/" + file;
+}
+
+// Collects the logits of every generated step.
+class LogitsSink : public pagedllm::TokenSink {
+ public:
+  void on_logits(pagedllm::RequestId, int, int32_t, std::span<const float> logits) override {
+    steps.emplace_back(logits.begin(), logits.end());
+  }
+  void on_finish(pagedllm::RequestResult finished) override { result = std::move(finished); }
+
+  std::vector<std::vector<float>> steps;
+  pagedllm::RequestResult result;
+};
+
+// Our logits after `prompt` and after each of `forced` in turn: [forced.size(), n_vocab].
+std::vector<std::vector<float>> teacher_forced_logits(const pagedllm::Model& model, const std::vector<int32_t>& prompt,
+                                                      const std::vector<int32_t>& forced) {
+  pagedllm::RunnerConfig config;
+  config.n_ctx = 512;
+  config.n_threads = 2;
+  pagedllm::ModelRunner runner(model, config);
+  pagedllm::Scheduler scheduler(runner, model.tokenizer.get(), pagedllm::SchedulerConfig{});
+  pagedllm::GenerationRequest request;
+  request.prompt = prompt;
+  request.forced_tokens = forced;
+  request.max_tokens = static_cast<int>(forced.size());
+  request.logits = pagedllm::LogitsWanted::Generated;
+  LogitsSink sink;
+  scheduler.submit(std::move(request), &sink);
+  scheduler.run_until_idle();
+  REQUIRE_MESSAGE(sink.result.error.empty(), sink.result.error);
+  return sink.steps;
 }
 
 }  // namespace
@@ -70,16 +103,16 @@ TEST_CASE("greedy tokens and top-5 logits match llama.cpp's golden files") {
       const std::vector<int32_t> expected_prompt = test_case.at("prompt_tokens");
       CHECK(model->tokenizer->encode(prompt, true, true) == expected_prompt);
 
-      pagedllm::EngineConfig config;
-      config.n_ctx = 512;
-      config.n_threads = 2;
-      pagedllm::Engine engine(*model, config);
-      const pagedllm::SeqId seq = engine.cache().create_sequence();
-      pagedllm::Engine::Work work{seq, expected_prompt, true};
-      std::span<const float> logits = engine.step(std::span(&work, 1));
+      // Teacher forcing: after the prompt, the inputs are llama.cpp's own greedy tokens, so one early difference
+      // cannot cascade; the logits of every step come back through the sink.
+      std::vector<int32_t> forced;
+      for (const auto& step : test_case.at("steps")) forced.push_back(step.at("token").get<int32_t>());
+      const std::vector<std::vector<float>> step_logits = teacher_forced_logits(*model, expected_prompt, forced);
+      REQUIRE(step_logits.size() == forced.size());
       int step_index = 0;
       for (const auto& step : test_case.at("steps")) {
         INFO("step " << step_index);
+        const std::vector<float>& logits = step_logits[static_cast<size_t>(step_index)];
         REQUIRE(logits.size() == n_vocab);
         const auto ours = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
         const int32_t theirs = step.at("token");
@@ -103,10 +136,6 @@ TEST_CASE("greedy tokens and top-5 logits match llama.cpp's golden files") {
           CHECK_MESSAGE(difference <= tolerance(expected),
                         "token " << id << ": ours " << logits[static_cast<size_t>(id)] << ", llama.cpp " << expected);
         }
-        // Teacher forcing: the next input is llama.cpp's token, so one early difference cannot cascade.
-        const int32_t next = theirs;
-        pagedllm::Engine::Work decode{seq, std::span<const int32_t>(&next, 1), true};
-        logits = engine.step(std::span(&decode, 1));
         ++step_index;
       }
       CHECK(step_index >= 32);

@@ -12,7 +12,7 @@
 
 #include "common/error.h"
 #include "engine/kv_cache.h"
-#include "engine/kv_pool.h"
+#include "kernels/cpu/kv_pool.h"
 #include "tensor/float16.h"
 
 using namespace pagedllm;
@@ -414,12 +414,12 @@ TEST_CASE("random operations (with truncation) keep every invariant, every seque
 // ------------------------------------------------------------------------------------------------ the pool
 
 TEST_CASE("KvPool writes through the slot mapping, widens F16 exactly, and copies blocks on every layer") {
-  const KvShape shape{3, 2, 8};  // 3 layers, 2 KV heads of 8
-  const int row = shape.n_head_kv * shape.head_dim;
+  const int row = 2 * 8;
   for (const KvDtype dtype : {KvDtype::F32, KvDtype::F16}) {
     CAPTURE(kv_dtype_name(dtype));
-    KvPool pool(shape, 5, 4, dtype);
-    CHECK(pool.size_bytes() == kv_bytes_per_block(shape, 4, dtype) * 5);
+    const KvGeometry shape{3, 2, 8, 5, 4, dtype};  // 3 layers, 2 KV heads of 8, 5 blocks of 4
+    KvPool pool(shape);
+    CHECK(pool.size_bytes() == shape.block_bytes() * 5);
     CHECK(pool.size_bytes() == static_cast<size_t>(2 * 3 * 5 * 4 * row) * kv_dtype_size(dtype));
 
     std::mt19937 rng(7);
@@ -454,12 +454,14 @@ TEST_CASE("KvPool writes through the slot mapping, widens F16 exactly, and copie
 }
 
 TEST_CASE("the block budget helper and bad pool shapes") {
-  const KvShape shape{30, 3, 64};  // SmolLM2-135M
-  const size_t per_block = kv_bytes_per_block(shape, 16, KvDtype::F16);
+  const KvGeometry shape{30, 3, 64, 0, 16, KvDtype::F16};  // SmolLM2-135M
+  const size_t per_block = shape.block_bytes();
   CHECK(per_block == 2u * 30 * 16 * 3 * 64 * 2);
-  CHECK(kv_blocks_for_budget(per_block * 10 + per_block / 2, shape, 16, KvDtype::F16) == 10);
-  CHECK(kv_blocks_for_budget(per_block - 1, shape, 16, KvDtype::F16) == 0);
-  CHECK(kv_blocks_for_budget(per_block * 10, shape, 16, KvDtype::F32) == 5);
-  CHECK_THROWS_AS(KvPool(KvShape{0, 3, 64}, 4, 16), Error);
-  CHECK_THROWS_AS(KvPool(shape, 0, 16), Error);
+  CHECK(kv_blocks_for_budget(per_block * 10 + per_block / 2, shape) == 10);
+  CHECK(kv_blocks_for_budget(per_block - 1, shape) == 0);
+  KvGeometry f32 = shape;
+  f32.dtype = KvDtype::F32;
+  CHECK(kv_blocks_for_budget(per_block * 10, f32) == 5);
+  CHECK_THROWS_AS(KvPool(KvGeometry{0, 3, 64, 4, 16, KvDtype::F16}), Error);
+  CHECK_THROWS_AS(KvPool(KvGeometry{30, 3, 64, 0, 16, KvDtype::F16}), Error);
 }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/kv_cache.h"
+#include "kernels/backend.h"
 
 using namespace pagedllm;
 

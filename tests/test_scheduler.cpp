@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "common/error.h"
-#include "engine/engine.h"
-#include "engine/kv_pool.h"
+#include "direct_runner.h"
 #include "engine/model.h"
+#include "engine/model_runner.h"
 #include "engine/scheduler.h"
 
 using namespace pagedllm;
@@ -26,16 +26,18 @@ const Model& stories() {
   return *model;
 }
 
-// An engine whose K/V pools hold exactly `num_blocks` blocks of `block_size` tokens.
-EngineConfig engine_config(int num_blocks, int block_size, bool prefix_cache, int n_ctx = 256, int n_threads = 1) {
-  const ModelConfig& c = stories().config;
-  const KvShape shape{static_cast<int>(c.n_layer), static_cast<int>(c.n_head_kv), static_cast<int>(c.head_dim)};
-  EngineConfig config;
-  config.block_size = block_size;
-  config.kv_mem_bytes = kv_bytes_per_block(shape, block_size, KvDtype::F16) * static_cast<size_t>(num_blocks);
-  config.n_ctx = n_ctx;
-  config.n_threads = n_threads;
-  config.prefix_cache = prefix_cache;
+struct EngineSetup {
+  RunnerConfig runner;
+  bool prefix_cache = false;
+};
+
+// A model runner whose K/V pools hold exactly `num_blocks` blocks of `block_size` tokens.
+EngineSetup engine_config(int num_blocks, int block_size, bool prefix_cache, int n_ctx = 256, int n_threads = 1) {
+  return {test::runner_config_with_blocks(stories(), num_blocks, block_size, n_ctx, n_threads), prefix_cache};
+}
+
+SchedulerConfig with_prefix_cache(SchedulerConfig config, const EngineSetup& setup) {
+  config.prefix_cache = setup.prefix_cache;
   return config;
 }
 
@@ -74,10 +76,10 @@ struct Outcome {
 
 // Runs every request to the end, checking the scheduler's invariants after each step and that each request
 // finishes exactly once.
-Outcome run_all(const std::vector<GenerationRequest>& requests, const EngineConfig& engine_cfg,
+Outcome run_all(const std::vector<GenerationRequest>& requests, const EngineSetup& engine_cfg,
                 const SchedulerConfig& scheduler_cfg) {
-  Engine engine(stories(), engine_cfg);
-  Scheduler scheduler(engine, stories().tokenizer.get(), scheduler_cfg);
+  ModelRunner runner(stories(), engine_cfg.runner);
+  Scheduler scheduler(runner, stories().tokenizer.get(), with_prefix_cache(scheduler_cfg, engine_cfg));
   for (const GenerationRequest& r : requests) scheduler.submit(r);
   Outcome out;
   auto collect = [&] {
@@ -95,7 +97,7 @@ Outcome run_all(const std::vector<GenerationRequest>& requests, const EngineConf
   collect();
   REQUIRE(scheduler.check_invariants().empty());
   out.stats = scheduler.stats();
-  out.cache = engine.cache().stats();
+  out.cache = scheduler.cache().stats();
   CHECK(out.cache.blocks_used == 0);  // every block came back
   CHECK(out.results.size() == requests.size());
   return out;
@@ -141,16 +143,16 @@ std::vector<GenerationRequest> story_requests(int max_tokens, bool sampled) {
   return requests;
 }
 
-// Greedy decoding of one prompt alone, straight on the engine, with the whole prompt in one forward.
+// Greedy decoding of one prompt alone, straight on the model runner, with the whole prompt in one forward.
 std::vector<int32_t> greedy_alone(const std::vector<int32_t>& prompt, int max_tokens) {
-  Engine engine(stories(), engine_config(64, 16, false));
-  const SeqId seq = engine.cache().create_sequence();
-  Engine::Work work{seq, prompt, true};
+  test::DirectRunner engine(stories(), engine_config(64, 16, false).runner);
+  const SeqId seq = engine.create_sequence();
+  test::DirectWork work{seq, prompt, true};
   std::span<const float> logits = engine.step(std::span(&work, 1));
   std::vector<int32_t> generated;
   while (static_cast<int>(generated.size()) < max_tokens) {
     generated.push_back(static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()));
-    Engine::Work next{seq, std::span<const int32_t>(&generated.back(), 1), true};
+    test::DirectWork next{seq, std::span<const int32_t>(&generated.back(), 1), true};
     logits = engine.step(std::span(&next, 1));
   }
   return generated;
@@ -168,24 +170,24 @@ TEST_CASE("a mixed batch (prefill chunks beside a decode) computes the same logi
   for (const int n_threads : {1, 2}) {
     CAPTURE(n_threads);
     // Alone: each prompt in one forward, then one decode of y.
-    Engine alone(stories(), engine_config(32, 4, false, 256, n_threads));
-    const SeqId ax = alone.cache().create_sequence(), ay = alone.cache().create_sequence();
-    Engine::Work wx{ax, x, true};
+    test::DirectRunner alone(stories(), engine_config(32, 4, false, 256, n_threads).runner);
+    const SeqId ax = alone.create_sequence(), ay = alone.create_sequence();
+    test::DirectWork wx{ax, x, true};
     const std::vector<float> x_logits = copy(alone.step(std::span(&wx, 1)));
-    Engine::Work wy{ay, y, true};
+    test::DirectWork wy{ay, y, true};
     const std::vector<float> y_logits = copy(alone.step(std::span(&wy, 1)));
     const int32_t next = 300;
-    Engine::Work wd{ay, std::span<const int32_t>(&next, 1), true};
+    test::DirectWork wd{ay, std::span<const int32_t>(&next, 1), true};
     const std::vector<float> decode_logits = copy(alone.step(std::span(&wd, 1)));
 
     // Batched: x in two chunks; its second chunk shares a forward with y's decode.
-    Engine batched(stories(), engine_config(32, 4, false, 256, n_threads));
-    const SeqId bx = batched.cache().create_sequence(), by = batched.cache().create_sequence();
+    test::DirectRunner batched(stories(), engine_config(32, 4, false, 256, n_threads).runner);
+    const SeqId bx = batched.create_sequence(), by = batched.create_sequence();
     const size_t split = 7;
-    std::vector<Engine::Work> step1{{bx, std::span<const int32_t>(x).first(split), false}, {by, y, true}};
+    std::vector<test::DirectWork> step1{{bx, std::span<const int32_t>(x).first(split), false}, {by, y, true}};
     const std::vector<float> batched_y = copy(batched.step(step1));
     REQUIRE(batched_y.size() == n_vocab);
-    std::vector<Engine::Work> step2{{bx, std::span<const int32_t>(x).subspan(split), true},
+    std::vector<test::DirectWork> step2{{bx, std::span<const int32_t>(x).subspan(split), true},
                                     {by, std::span<const int32_t>(&next, 1), true}};
     const std::vector<float> l2 = copy(batched.step(step2));
     REQUIRE(l2.size() == 2 * n_vocab);
@@ -229,12 +231,13 @@ TEST_CASE("scheduler invariants hold over thousands of random steps; every reque
       const int block_size = 4;
       const int num_blocks = 40;  // 160 slots: far fewer than the requests want at once, so preemption is common
       const int n_ctx = layout == KvLayout::Contiguous ? 64 : 128;
-      Engine engine(stories(), engine_config(num_blocks, block_size, prefix_cache, n_ctx));
+      ModelRunner runner(stories(), engine_config(num_blocks, block_size, prefix_cache, n_ctx).runner);
       SchedulerConfig sc;
       sc.max_seqs = 12;
       sc.max_batch_tokens = 24;
       sc.layout = layout;
-      Scheduler scheduler(engine, stories().tokenizer.get(), sc);
+      sc.prefix_cache = prefix_cache;
+      Scheduler scheduler(runner, stories().tokenizer.get(), sc);
 
       // Shared beginnings make prefix-cache hits (and, with forks, shared blocks) likely.
       std::vector<std::vector<int32_t>> stems;
@@ -279,7 +282,7 @@ TEST_CASE("scheduler invariants hold over thousands of random steps; every reque
       CHECK(steps > 300);
       CHECK(static_cast<int64_t>(finished_count.size()) == n_requests);
       for (const auto& [id, count] : finished_count) CHECK_MESSAGE(count == 1, "request ", id, " finished ", count, " times");
-      const CacheStats cache = engine.cache().stats();
+      const CacheStats cache = scheduler.cache().stats();
       CHECK(cache.blocks_used == 0);
       CHECK(cache.sequences == 0);
       MESSAGE("steps ", steps, ", preemptions ", scheduler.stats().preemptions, ", prefix hits ", cache.prefix_hits);
@@ -425,6 +428,6 @@ TEST_CASE("the contiguous baseline admits by full-context reservations; paging f
   CHECK(p.stats.waste_percent() < c.stats.waste_percent());
 
   // A context that needs more blocks than the cache has cannot run contiguously at all.
-  Engine engine(stories(), engine_config(8, 8, false, 128));
-  CHECK_THROWS_AS(Scheduler(engine, nullptr, contiguous), pagedllm::Error);
+  ModelRunner runner(stories(), engine_config(8, 8, false, 128).runner);
+  CHECK_THROWS_AS(Scheduler(runner, nullptr, contiguous), pagedllm::Error);
 }

@@ -9,8 +9,9 @@
 #include <string>
 #include <vector>
 
-#include "engine/engine.h"
 #include "engine/model.h"
+#include "engine/model_runner.h"
+#include "engine/scheduler.h"
 
 namespace {
 
@@ -44,34 +45,47 @@ KnownAnswer read_known_answer() {
 
 }  // namespace
 
+// Keeps the text and the logits of the first generated token.
+class KnownAnswerSink : public pagedllm::TokenSink {
+ public:
+  void on_text(pagedllm::RequestId, int, std::string_view piece) override { text += piece; }
+  void on_logits(pagedllm::RequestId, int, int32_t position, std::span<const float> logits) override {
+    if (position == 0) first_logits.assign(logits.begin(), logits.end());
+  }
+  void on_finish(pagedllm::RequestResult finished) override { result = std::move(finished); }
+
+  std::string text;
+  std::vector<float> first_logits;
+  pagedllm::RequestResult result;
+};
+
 TEST_CASE("stories260K: greedy decoding from BOS reproduces the README's ids, text and first-step logits") {
   const KnownAnswer answer = read_known_answer();
   auto model = pagedllm::Model::load(PAGEDLLM_SHARED_DIR "/models/stories260K.gguf");
-  pagedllm::EngineConfig config;
+  pagedllm::RunnerConfig config;
   config.n_ctx = 256;
   config.n_threads = 1;
-  pagedllm::Engine engine(*model, config);
-  const pagedllm::SeqId seq = engine.cache().create_sequence();
+  pagedllm::ModelRunner runner(*model, config);
+  pagedllm::Scheduler scheduler(runner, model->tokenizer.get(), pagedllm::SchedulerConfig{});
   const int32_t bos = model->tokenizer->bos_id();
   REQUIRE(bos == 1);
-  pagedllm::Engine::Work work{seq, std::span<const int32_t>(&bos, 1), true};
-  std::span<const float> logits = engine.step(std::span(&work, 1));
+  pagedllm::GenerationRequest request;
+  request.prompt = {bos};
+  request.sampling.temperature = 0.0f;  // greedy: argmax, first maximum
+  request.ignore_eos = true;            // the known answer does not stop at an end token
+  request.max_tokens = 200;
+  request.logits = pagedllm::LogitsWanted::Generated;
+  KnownAnswerSink sink;
+  scheduler.submit(std::move(request), &sink);
+  scheduler.run_until_idle();
+  REQUIRE(sink.result.error.empty());
+  REQUIRE(sink.first_logits.size() == static_cast<size_t>(model->config.n_vocab));
   for (const auto& [id, value] : answer.top_logits) {
-    CHECK(logits[static_cast<size_t>(id)] == doctest::Approx(value).epsilon(1e-4));
+    CHECK(sink.first_logits[static_cast<size_t>(id)] == doctest::Approx(value).epsilon(1e-4));
   }
-
-  std::vector<int32_t> generated;
-  std::string text;
-  pagedllm::StreamingDetokenizer detokenizer(*model->tokenizer);
-  while (text.size() < answer.text.size() + 16 && generated.size() < 200) {
-    const auto next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-    generated.push_back(next);
-    text += detokenizer.push(next);
-    pagedllm::Engine::Work decode{seq, std::span<const int32_t>(&generated.back(), 1), true};
-    logits = engine.step(std::span(&decode, 1));
-  }
-  text += detokenizer.flush();
+  const std::vector<int32_t>& generated = sink.result.completions.at(0).tokens;
   REQUIRE(generated.size() >= answer.ids.size());
   CHECK(std::vector<int32_t>(generated.begin(), generated.begin() + static_cast<long>(answer.ids.size())) == answer.ids);
-  CHECK(text.substr(0, answer.text.size()) == answer.text);
+  REQUIRE(sink.text.size() >= answer.text.size());
+  CHECK(sink.text.substr(0, answer.text.size()) == answer.text);
 }

@@ -2,7 +2,15 @@
 #include "common/error.h"
 #include "kernels/cuda/cuda_common.cuh"
 
+#include <atomic>
+
 namespace pagedllm::cuda {
+
+namespace {
+std::atomic<uint64_t> g_buffer_allocations{0};
+}  // namespace
+
+uint64_t buffer_allocations() { return g_buffer_allocations.load(); }
 
 void throw_cuda_error(cudaError_t status, const char* what, const char* file, int line) {
   const char* message = cudaGetErrorString(status);
@@ -26,10 +34,12 @@ void DeviceBuffer::allocate(size_t bytes) {
   }
   data_ = data;
   bytes_ = bytes;
+  g_buffer_allocations.fetch_add(1);
 }
 
 void PinnedBuffer::reserve(size_t bytes) {
   if (bytes <= bytes_) return;
+  if (bytes < 2 * bytes_) bytes = 2 * bytes_;
   release();
   void* data = nullptr;
   const cudaError_t status = cudaMallocHost(&data, bytes);
@@ -40,6 +50,7 @@ void PinnedBuffer::reserve(size_t bytes) {
   }
   data_ = data;
   bytes_ = bytes;
+  g_buffer_allocations.fetch_add(1);
 }
 
 }  // namespace pagedllm::cuda

@@ -28,6 +28,10 @@ inline void check_cuda(cudaError_t status, const char* what, const char* file, i
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Device and pinned allocations made so far by this process (DeviceBuffer and PinnedBuffer): a test counts them
+// across steady-state forwards, which must allocate nothing.
+uint64_t buffer_allocations();
+
 // An owning, untyped device allocation. Moving transfers ownership; the destructor frees without throwing.
 class DeviceBuffer {
  public:
@@ -50,9 +54,11 @@ class DeviceBuffer {
   // Frees the old allocation first (contents are not kept). Throws pagedllm::Error when the device is out of
   // memory, naming the size.
   void allocate(size_t bytes);
-  // Grows to at least `bytes` (contents are not kept); a no-op when already large enough.
+  // Grows to at least `bytes`, geometrically (at least doubling), so that a batch growing step by step
+  // reallocates (and synchronizes the device) a logarithmic number of times; contents are not kept. A no-op when
+  // already large enough.
   void reserve(size_t bytes) {
-    if (bytes > bytes_) allocate(bytes);
+    if (bytes > bytes_) allocate(bytes < 2 * bytes_ ? 2 * bytes_ : bytes);
   }
   void release() noexcept {
     if (data_ != nullptr) cudaFree(data_);
@@ -80,7 +86,7 @@ class PinnedBuffer {
   PinnedBuffer(const PinnedBuffer&) = delete;
   PinnedBuffer& operator=(const PinnedBuffer&) = delete;
 
-  void reserve(size_t bytes);  // contents are not kept when it grows
+  void reserve(size_t bytes);  // grows geometrically, like DeviceBuffer::reserve; contents are not kept
   void release() noexcept {
     if (data_ != nullptr) cudaFreeHost(data_);
     data_ = nullptr;

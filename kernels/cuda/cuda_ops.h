@@ -64,6 +64,8 @@ void rope_qk(float* q, float* k, const int32_t* positions, int64_t n_rows, int n
 void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);       // gate = silu(gate) * up
 void add_in_place(float* x, const float* y, int64_t n, cudaStream_t stream);     // x += y
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n, cudaStream_t stream);  // x[r] += bias
+// x[i] = f32(f16(x[i])): q before attention over an f16 cache, as the CPU rounds it. x: [n].
+void round_through_f16(float* x, int64_t n, cudaStream_t stream);
 
 // ---------------------------------------------------------------- kv_write.cu
 // Stores the new tokens' K and V rows (rounded to f16) at their slots of one layer's pools.

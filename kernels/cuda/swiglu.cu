@@ -1,6 +1,7 @@
-// The elementwise sublayer pieces on the device: SwiGLU (the same silu formula as the CPU), the residual add and
-// the bias add.
+// The elementwise sublayer pieces on the device: SwiGLU (the same silu formula as the CPU), the residual add, the
+// bias add, and the rounding of q to f16 before attention over an f16 cache.
 #include "kernels/cuda/cuda_common.cuh"
+#include "tensor/activation_quant.h"
 #include "kernels/cuda/cuda_ops.h"
 
 namespace pagedllm::cuda {
@@ -27,6 +28,11 @@ __global__ void add_bias_kernel(float* x, const float* bias, int64_t total, int6
   if (i < total) x[i] += bias[i % n];
 }
 
+__global__ void round_through_f16_kernel(float* x, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] = round_through_fp16(x[i]);
+}
+
 unsigned grid_for(int64_t n) { return static_cast<unsigned>(ceil_div(n, kThreads)); }
 
 }  // namespace
@@ -47,6 +53,12 @@ void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n, cudaStream
   if (n_rows <= 0 || n <= 0) return;
   add_bias_kernel<<<grid_for(n_rows * n), kThreads, 0, stream>>>(x, bias, n_rows * n, n);
   PAGEDLLM_CUDA_CHECK_LAUNCH("add_bias_kernel");
+}
+
+void round_through_f16(float* x, int64_t n, cudaStream_t stream) {
+  if (n <= 0) return;
+  round_through_f16_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, n);
+  PAGEDLLM_CUDA_CHECK_LAUNCH("round_through_f16_kernel");
 }
 
 }  // namespace pagedllm::cuda

@@ -1,33 +1,21 @@
 #pragma once
 // The CPU backend's K/V storage: per layer, a K pool and a V pool of [num_blocks, block_size, n_head_kv, head_dim]
-// elements in F16 (the default, half the memory and bandwidth) or F32. Physical slot s (from KvCacheManager) is
-// row s of the [num_blocks * block_size, n_head_kv, head_dim] view. Written through the batch's slot mapping,
-// read by the attention kernels through the block tables.
+// elements in F16 (the default, half the memory and bandwidth) or F32. Physical slot s (a block id times the block
+// size plus an offset) is row s of the [num_blocks * block_size, n_head_kv, head_dim] view. Written through the
+// batch's slot mapping, read by the attention kernels through the block tables.
 #include <cstddef>
 #include <cstdint>
 #include <span>
 #include <vector>
 
-#include "engine/kv_cache.h"
-#include "tensor/kv_dtype.h"
+#include "kernels/backend.h"
 
 namespace pagedllm {
-
-struct KvShape {
-  int n_layer = 0;
-  int n_head_kv = 0;
-  int head_dim = 0;
-};
-
-// Bytes one block takes across all layers, K and V together.
-size_t kv_bytes_per_block(const KvShape& shape, int block_size, KvDtype dtype);
-// How many blocks fit in `budget_bytes` (0 when not even one does; the caller reports that).
-int kv_blocks_for_budget(size_t budget_bytes, const KvShape& shape, int block_size, KvDtype dtype);
 
 class KvPool {
  public:
   // Throws pagedllm::Error for a non-positive dimension or when the memory cannot be allocated.
-  KvPool(const KvShape& shape, int num_blocks, int block_size, KvDtype dtype = KvDtype::F16);
+  explicit KvPool(const KvGeometry& geometry);
 
   // Stores the K and V rows of n new tokens at their slots. k, v: [n_tokens, n_head_kv, head_dim];
   // slot_mapping: [n_tokens].
@@ -44,23 +32,22 @@ class KvPool {
   void read_v(int layer, int32_t slot, float* out) const { read(layer, 1, slot, out); }
 
   size_t size_bytes() const { return storage_.size(); }
-  KvDtype dtype() const { return dtype_; }
-  int num_blocks() const { return num_blocks_; }
-  int block_size() const { return block_size_; }
-  const KvShape& shape() const { return shape_; }
+  KvDtype dtype() const { return geometry_.dtype; }
+  int num_blocks() const { return geometry_.num_blocks; }
+  int block_size() const { return geometry_.block_size; }
+  const KvGeometry& geometry() const { return geometry_; }
 
  private:
-  size_t slot_elements() const { return static_cast<size_t>(shape_.n_head_kv) * static_cast<size_t>(shape_.head_dim); }
-  size_t pool_bytes() const;  // one layer's K (or V) pool
-  size_t layer_offset(int layer, int which) const { return (static_cast<size_t>(layer) * 2 + which) * pool_bytes(); }
+  size_t slot_elements() const {
+    return static_cast<size_t>(geometry_.n_head_kv) * static_cast<size_t>(geometry_.head_dim);
+  }
+  size_t layer_pool_bytes() const;  // one layer's K (or V) pool
+  size_t layer_offset(int layer, int which) const { return (static_cast<size_t>(layer) * 2 + which) * layer_pool_bytes(); }
   void check_slot(int32_t slot) const;
   void read(int layer, int which, int32_t slot, float* out) const;
 
-  KvShape shape_;
-  int num_blocks_;
-  int block_size_;
-  KvDtype dtype_;
-  std::vector<uint8_t> storage_;  // [n_layer, 2 (K, V), num_blocks, block_size, n_head_kv, head_dim] of dtype_
+  KvGeometry geometry_;
+  std::vector<uint8_t> storage_;  // [n_layer, 2 (K, V), num_blocks, block_size, n_head_kv, head_dim] of dtype
 };
 
 }  // namespace pagedllm

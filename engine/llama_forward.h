@@ -1,0 +1,26 @@
+#pragma once
+// The llama forward, written once against the operations contract (kernels/backend.h): the same layer loop runs on
+// the CPU and on a GPU, and a new model family is a new function beside this one.
+#include <cstdint>
+
+#include "kernels/backend.h"
+#include "kernels/common/rope.h"
+#include "model_loader/model_config.h"
+#include "model_loader/model_weights.h"
+
+namespace pagedllm {
+
+// The RoPE parameters every backend derives from a model's config (layout, base, linear or YaRN scaling).
+RopeParams rope_params_for(const ModelConfig& config);
+
+// Every matrix and vector the forward names, for backends that keep their own copies.
+WeightSet forward_weight_set(const ModelConfig& config, const LlamaWeights& weights);
+
+// One forward of `batch` on `backend`: the new tokens' K/V are written through the slot mapping, every sequence
+// attends over its block table, and the logits of batch.logit_rows are computed. Returns them in backend memory,
+// [logit_rows.size(), n_vocab] (valid until the next forward), and copies them to `host_logits` unless it is null.
+// The backend holds the K/V pools and executes; this only sequences the ops.
+const float* llama_forward(Backend& backend, const ModelConfig& config, const LlamaWeights& weights,
+                           const ForwardBatch& batch, float* host_logits);
+
+}  // namespace pagedllm
