@@ -359,6 +359,11 @@ void run_batch(const BatchOptions& o) {
   progress.update(done, lines.size(), scheduler.stats().sampled_tokens, totals.seconds, scheduler, true);
   progress.finish();
   writer.commit();
+  if (scheduler.stats().cache_full_samples > 0) {
+    fmt::print(stderr, "warning: {} samples stopped when the whole KV cache was full ({} blocks of {} tokens, less than "
+               "the context of {}); their finish_reason is kv_cache_full: raise --kv-mem\n",
+               scheduler.stats().cache_full_samples, runner.num_blocks(), runner.block_size(), runner.n_ctx());
+  }
 
   if (o.stats == "none") return;
   const RunnerCounters& counters = runner.counters();

@@ -8,8 +8,6 @@
 
 namespace pagedllm {
 
-std::string_view device_kind_name(DeviceKind kind) { return kind == DeviceKind::Cuda ? "cuda" : "cpu"; }
-
 bool gpu_backend_compiled_in() { return cuda_compiled_in(); }
 
 std::vector<GpuDeviceInfo> list_gpu_devices(std::string& why_none) { return query_cuda_devices(why_none); }

@@ -11,8 +11,6 @@ namespace pagedllm {
 
 enum class DeviceKind { Cpu, Cuda };
 
-std::string_view device_kind_name(DeviceKind kind);
-
 // Whether this build has the CUDA backend, and the devices it sees (empty, with `why_none` set, when none).
 bool gpu_backend_compiled_in();
 std::vector<GpuDeviceInfo> list_gpu_devices(std::string& why_none);

@@ -107,7 +107,6 @@ TEST_CASE("SmolLM2: the second turn prefills only its new tokens and answers as 
   }
   Fixture f(kSmol, 1024, [](const Model& m) { return smol_options(m, 12); });
   ChatSession& chat = *f.session;
-  const Tokenizer& tokenizer = *f.model->tokenizer;
 
   const ChatTurnStats first = chat.reply("What is the capital of France?");
   CHECK(first.reused_tokens == 0);

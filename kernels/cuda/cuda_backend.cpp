@@ -483,11 +483,6 @@ void CudaBackend::read_kv(int layer, int32_t slot, float* k_out, float* v_out) c
   }
 }
 
-void CudaBackend::synchronize() const {
-  impl_->select_device();
-  PAGEDLLM_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
-}
-
 }  // namespace pagedllm
 
 #else  // !PAGEDLLM_HAVE_CUDA

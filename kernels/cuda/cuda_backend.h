@@ -68,7 +68,6 @@ class CudaBackend : public Backend {
   uint64_t weight_bytes() const;  // device memory taken by the uploaded weights
   // One slot's K and V rows of a layer, widened to f32 (for tests). k_out, v_out: [n_head_kv, head_dim].
   void read_kv(int layer, int32_t slot, float* k_out, float* v_out) const;
-  void synchronize() const;  // waits for every queued kernel (timing)
 
  private:
   struct Impl;
