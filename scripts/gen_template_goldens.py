@@ -103,7 +103,7 @@ EMPTY_TOKEN_CONVERSATIONS = {"single_user", "system_multi_turn"}
 
 
 def builtin_templates():
-    source = (REPO / "tokenizer" / "chat_template.cpp").read_text(encoding="utf-8")
+    source = (REPO / "templates" / "chat_template.cpp").read_text(encoding="utf-8")
     found = re.findall(r'\{"(\w+)",\s*R"jinja\((.*?)\)jinja"\}', source, flags=re.S)
     if not found:
         sys.exit("no built-in templates found in templates/chat_template.cpp")

@@ -525,7 +525,7 @@ std::vector<Value> iterate(const Value& iterable) {
 Value get_attribute(const Value& object, std::string_view name) {
   switch (object.kind()) {
     case Value::Kind::undefined:
-      return object;
+      fail_undefined(object);
     case Value::Kind::string:
       return string_method(object, name);
     case Value::Kind::dict: {
@@ -555,7 +555,7 @@ Value get_attribute(const Value& object, std::string_view name) {
 Value get_item(const Value& object, const Value& key) {
   switch (object.kind()) {
     case Value::Kind::undefined:
-      return object;
+      fail_undefined(object);
     case Value::Kind::dict: {
       const Value* found = object.as_dict().find(key);
       if (found) return *found;
@@ -592,7 +592,7 @@ Value get_item(const Value& object, const Value& key) {
 }
 
 Value slice(const Value& object, const Value& start, const Value& stop, const Value& step, RenderBudget& budget) {
-  if (object.is_undefined()) return object;
+  if (object.is_undefined()) fail_undefined(object);
 
   if (object.is_list()) {
     const auto& items = object.items();

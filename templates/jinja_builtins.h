@@ -20,13 +20,14 @@ namespace pagedllm::jinja {
 std::vector<Value> iterate(const Value& iterable);
 
 // `object.name`: an attribute (methods of str/list/dict, namespace and loop attributes) before a dict key.
-// Never throws: what is missing is an Undefined saying so. (Unlike jinja2's default Undefined, attribute access on
-// an Undefined gives another Undefined instead of failing; it fails when the result is used.)
+// What is missing is an Undefined saying so (`d.no_such_key is defined` is False). An Undefined object itself has
+// no attributes: as with jinja2's default Undefined, reaching into one throws its reason ("'x' is undefined"), so
+// `x.attribute is defined` fails when x is undefined instead of answering False.
 Value get_attribute(const Value& object, std::string_view name);
-// `object[key]`: a dict key or list/str index before an attribute. Never throws.
+// `object[key]`: a dict key or list/str index before an attribute. Throws only when `object` is an Undefined.
 Value get_item(const Value& object, const Value& key);
 // `object[start:stop:step]` with Python's slice rules; absent bounds are None. Throws for a zero step, non-integer
-// bounds or an unsliceable value.
+// bounds, an Undefined or an unsliceable value.
 Value slice(const Value& object, const Value& start, const Value& stop, const Value& step, RenderBudget& budget);
 
 // range, dict, namespace, joiner (jinja2's default globals); an Undefined for any other name.

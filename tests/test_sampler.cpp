@@ -35,6 +35,39 @@ std::vector<float> random_logits(size_t n, uint32_t seed, float spread = 3.0f) {
   return logits;
 }
 
+// The ids that survive top_k -> top_p -> min_p, derived here without the functions under test: rank every id by
+// logit (ties: lower id first), keep the first k, take the softmax of those in double, keep the shortest prefix
+// whose probability sum reaches top_p, then keep those whose probability is at least min_p times the first one's.
+std::set<int32_t> chain_survivors(const std::vector<float>& logits, int top_k, float top_p, float min_p) {
+  std::vector<int32_t> ranked(logits.size());
+  for (size_t i = 0; i < ranked.size(); ++i) ranked[i] = static_cast<int32_t>(i);
+  std::stable_sort(ranked.begin(), ranked.end(), [&](int32_t a, int32_t b) {
+    return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)];
+  });
+  if (top_k > 0 && static_cast<size_t>(top_k) < ranked.size()) ranked.resize(static_cast<size_t>(top_k));
+  std::vector<double> probability(ranked.size());
+  double total = 0;
+  for (size_t i = 0; i < ranked.size(); ++i) {
+    probability[i] = std::exp(static_cast<double>(logits[static_cast<size_t>(ranked[i])]) -
+                              static_cast<double>(logits[static_cast<size_t>(ranked[0])]));
+    total += probability[i];
+  }
+  size_t kept = ranked.size();
+  double cumulative = 0;
+  for (size_t i = 0; i < ranked.size(); ++i) {
+    cumulative += probability[i] / total;
+    if (cumulative >= top_p) {
+      kept = i + 1;
+      break;
+    }
+  }
+  std::set<int32_t> survivors;
+  for (size_t i = 0; i < kept; ++i) {
+    if (probability[i] >= min_p * probability[0]) survivors.insert(ranked[i]);
+  }
+  return survivors;
+}
+
 SamplingParams greedy_params() {
   SamplingParams p;
   p.temperature = 0.0f;
@@ -115,12 +148,47 @@ TEST_CASE("top_p keeps the shortest sorted prefix whose mass reaches p") {
     return ids_of(candidates);
   };
   CHECK(keep(0.4f) == std::set<int32_t>{1});
-  CHECK(keep(0.5f) == std::set<int32_t>{1});  // reaching p exactly is enough
+  CHECK(keep(0.5f) == std::set<int32_t>{1});  // 0.5 up to rounding; the exact boundary has its own test
   CHECK(keep(0.6f) == std::set<int32_t>{1, 3});
   CHECK(keep(0.8f) == std::set<int32_t>{1, 3, 0});
   CHECK(keep(0.99f) == std::set<int32_t>{0, 1, 2, 3});
   CHECK(keep(1.0f) == std::set<int32_t>{0, 1, 2, 3});
   CHECK(keep(0.0f) == std::set<int32_t>{1});  // never empty
+}
+
+TEST_CASE("top_p stops at the first candidate whose cumulative probability equals p exactly (>= p, not > p)") {
+  // Four equal logits: each probability is exactly 0.25 in float and double, so the running sums 0.25, 0.5 and 0.75
+  // are exact and meet p = 0.25, 0.5, 0.75 with no rounding on either side. llama.cpp's top-p keeps the shortest
+  // prefix whose sum is >= p; a `>` would keep one candidate more at each of these.
+  const std::vector<float> logits = {1.5f, 1.5f, 1.5f, 1.5f};
+  auto kept = [&](float p) {
+    auto candidates = candidates_of(logits);
+    sampling::apply_top_p(candidates, p);
+    return candidates.size();
+  };
+  CHECK(kept(0.25f) == 1);
+  CHECK(kept(0.5f) == 2);
+  CHECK(kept(0.75f) == 3);
+  // One float step above each boundary needs the next candidate.
+  CHECK(kept(std::nextafter(0.25f, 1.0f)) == 2);
+  CHECK(kept(std::nextafter(0.5f, 1.0f)) == 3);
+  CHECK(kept(std::nextafter(0.75f, 1.0f)) == 4);
+  // Ties rank the lower id first, so the survivors of p = 0.5 are ids 0 and 1.
+  auto candidates = candidates_of(logits);
+  sampling::apply_top_p(candidates, 0.5f);
+  CHECK(ids_of(candidates) == std::set<int32_t>{0, 1});
+
+  // The same boundary through the whole sampler: with top_p = 0.5 only ids 0 and 1 are ever drawn, and both are.
+  SamplingParams p;
+  p.top_k = 0;
+  p.top_p = 0.5f;
+  p.min_p = 0.0f;
+  p.temperature = 1.0f;
+  p.seed = 11;
+  Sampler sampler(p);
+  std::set<int32_t> drawn;
+  for (int i = 0; i < 400; ++i) drawn.insert(sampler.sample(logits, {}));
+  CHECK(drawn == std::set<int32_t>{0, 1});
 }
 
 TEST_CASE("min_p keeps tokens with probability >= p times the largest") {
@@ -207,11 +275,7 @@ TEST_CASE("the default chain only ever returns a token that survives top_k, top_
   const std::vector<float> logits = random_logits(2000, 9, 1.0f);
   SamplingParams p;  // llama.cpp's defaults: top_k 40, top_p 0.95, min_p 0.05, temperature 0.8
   p.seed = 5;
-  auto survivors = candidates_of(logits);
-  sampling::apply_top_k(survivors, p.top_k);
-  sampling::apply_top_p(survivors, p.top_p);
-  sampling::apply_min_p(survivors, p.min_p);
-  const std::set<int32_t> allowed = ids_of(survivors);
+  const std::set<int32_t> allowed = chain_survivors(logits, p.top_k, p.top_p, p.min_p);
   MESSAGE("survivors of the default chain: " << allowed.size());
   REQUIRE(allowed.size() > 1);
   REQUIRE(allowed.size() < 40);
