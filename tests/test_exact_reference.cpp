@@ -21,7 +21,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "engine/engine.h"
+#include "engine/model_runner.h"
+#include "engine/scheduler.h"
 #include "engine/model.h"
 
 namespace {
@@ -48,27 +49,41 @@ constexpr MeasuredError kSmolLmF16Measured{0.804, 0.3141};
 // Headroom over the measurement for summation-order changes (other CPUs, other thread counts, kernel rewrites).
 constexpr double kHeadroom = 1.5;
 
-// The one place that drives the engine: logits [n_steps][n_vocab] where step s is the output at token index
-// first_step + s, computed by prefilling tokens[0..first_step] and then feeding the rest one token at a time.
-std::vector<std::vector<float>> teacher_forced_logits(const Model& model, KvDtype kv_dtype,
-                                                      const std::vector<int32_t>& tokens, int first_step) {
-  pagedllm::EngineConfig config;
-  config.n_ctx = static_cast<int>(tokens.size()) + 1;
-  config.n_threads = 2;
-  config.kv_dtype = kv_dtype;
-  pagedllm::Engine engine(model, config);
-  const pagedllm::SeqId seq = engine.cache().create_sequence();
-  std::vector<std::vector<float>> steps;
-  const auto prompt = std::span<const int32_t>(tokens).first(static_cast<size_t>(first_step) + 1);
-  pagedllm::Engine::Work prefill{seq, prompt, true};
-  std::span<const float> logits = engine.step(std::span(&prefill, 1));
-  steps.emplace_back(logits.begin(), logits.end());
-  for (size_t i = static_cast<size_t>(first_step) + 1; i < tokens.size(); ++i) {
-    pagedllm::Engine::Work decode{seq, std::span<const int32_t>(&tokens[i], 1), true};
-    logits = engine.step(std::span(&decode, 1));
+// Keeps the logits of every generated step.
+class StepLogits : public pagedllm::TokenSink {
+ public:
+  void on_logits(pagedllm::RequestId, int, int32_t, std::span<const float> logits) override {
     steps.emplace_back(logits.begin(), logits.end());
   }
-  return steps;
+  void on_finish(pagedllm::RequestResult finished) override { result = std::move(finished); }
+
+  std::vector<std::vector<float>> steps;
+  pagedllm::RequestResult result;
+};
+
+// The one place that drives the engine: logits [n_steps][n_vocab] where step s is the output at token index
+// first_step + s, computed by prefilling tokens[0..first_step] and then feeding the rest one token at a time
+// (teacher forcing through the scheduler).
+std::vector<std::vector<float>> teacher_forced_logits(const Model& model, KvDtype kv_dtype,
+                                                      const std::vector<int32_t>& tokens, int first_step) {
+  pagedllm::RunnerConfig config;
+  config.n_ctx = static_cast<int>(tokens.size()) + 2;
+  config.n_threads = 2;
+  config.kv_dtype = kv_dtype;
+  pagedllm::ModelRunner runner(model, config);
+  pagedllm::Scheduler scheduler(runner, model.tokenizer.get(), pagedllm::SchedulerConfig{});
+  pagedllm::GenerationRequest request;
+  request.prompt.assign(tokens.begin(), tokens.begin() + first_step + 1);
+  request.forced_tokens.assign(tokens.begin() + first_step + 1, tokens.end());
+  // One more forced token (never computed) so that the logits after the last real token come back too.
+  request.forced_tokens.push_back(0);
+  request.max_tokens = static_cast<int>(request.forced_tokens.size());
+  request.logits = pagedllm::LogitsWanted::Generated;
+  StepLogits sink;
+  scheduler.submit(std::move(request), &sink);
+  scheduler.run_until_idle();
+  REQUIRE_MESSAGE(sink.result.error.empty(), sink.result.error);
+  return sink.steps;
 }
 
 nlohmann::json read_reference(const std::string& name) {
