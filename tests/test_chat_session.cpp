@@ -4,6 +4,8 @@
 // conversation as it was.
 #include <doctest/doctest.h>
 
+#include "required_files.h"
+
 #include <algorithm>
 #include <atomic>
 #include <filesystem>
@@ -101,10 +103,7 @@ std::vector<int32_t> fresh_greedy_run(const Model& model, const RunnerConfig& co
 }  // namespace
 
 TEST_CASE("SmolLM2: the second turn prefills only its new tokens and answers as a fresh run on the whole prompt") {
-  if (!std::filesystem::exists(kSmol)) {
-    MESSAGE("skipped: " << kSmol << " not found (scripts/setup.sh installs it)");
-    return;
-  }
+  pagedllm::test::require_smollm2();
   Fixture f(kSmol, 1024, [](const Model& m) { return smol_options(m, 12); });
   ChatSession& chat = *f.session;
 
@@ -141,10 +140,7 @@ TEST_CASE("SmolLM2: the second turn prefills only its new tokens and answers as 
 }
 
 TEST_CASE("SmolLM2: /regen reuses the cached prompt and, greedy, samples the same answer again") {
-  if (!std::filesystem::exists(kSmol)) {
-    MESSAGE("skipped: " << kSmol << " not found (scripts/setup.sh installs it)");
-    return;
-  }
+  pagedllm::test::require_smollm2();
   Fixture f(kSmol, 1024, [](const Model& m) { return smol_options(m, 10); });
   ChatSession& chat = *f.session;
   chat.set_system_prompt("You are a terse assistant.");

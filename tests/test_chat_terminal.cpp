@@ -4,6 +4,8 @@
 // /stats shows it, /exit quits with code 0. Skipped, with the reason, where tmux or the model is missing.
 #include <doctest/doctest.h>
 
+#include "required_files.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -94,14 +96,8 @@ std::string last_prompt_line(const std::string& screen) {
 }  // namespace
 
 TEST_CASE("chat in a terminal: streaming, Ctrl-C stops an answer or abandons a line, history, /regen, /stats, /exit") {
-  if (std::system("command -v tmux >/dev/null 2>&1") != 0) {
-    MESSAGE("skipped: tmux is not installed (apt-get install tmux)");
-    return;
-  }
-  if (!std::filesystem::exists(kSmol)) {
-    MESSAGE("skipped: " << kSmol << " not found (scripts/setup.sh installs it)");
-    return;
-  }
+  pagedllm::test::require_program("tmux", "scripts/setup.sh installs it (apt-get install tmux)");
+  pagedllm::test::require_smollm2();
   const auto home = std::filesystem::temp_directory_path() / ("pagedllm-chat-home-" + std::to_string(::getpid()));
   std::filesystem::remove_all(home);
   std::filesystem::create_directories(home);

@@ -12,6 +12,8 @@
 // four of every five steps must be checked exactly.
 #include <doctest/doctest.h>
 
+#include "required_files.h"
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -81,16 +83,18 @@ std::vector<std::vector<float>> teacher_forced_logits(const pagedllm::Model& mod
 
 TEST_CASE("greedy tokens and top-5 logits match llama.cpp's golden files") {
   const auto files = golden_files();
-  REQUIRE_MESSAGE(files.size() >= 1, "expected golden files for stories260K and SmolLM2 in tests/golden");
+  // Both references must be there: a lost golden file would otherwise silently shrink what this test checks.
+  std::vector<std::string> names;
+  for (const auto& file : files) names.push_back(file.filename().string());
+  for (const char* expected : {"stories260K.json", "smollm2-135m-instruct-q4_1.json"}) {
+    CHECK_MESSAGE(std::find(names.begin(), names.end(), expected) != names.end(),
+                  "tests/golden/" << expected << " is missing (scripts/gen_golden.py writes it)");
+  }
   for (const auto& file : files) {
     std::ifstream in(file);
     const nlohmann::json golden = nlohmann::json::parse(in);
     const std::string path = model_path(golden);
-    if (!std::filesystem::exists(path)) {
-      // Only the default model can be missing (scripts/setup.sh installs it); stories260K ships in shared/.
-      MESSAGE("skipped " << file.filename().string() << ": " << path << " not found (run scripts/setup.sh)");
-      continue;
-    }
+    pagedllm::test::require_file(path, "scripts/setup.sh installs the default model; stories260K is in ../shared");
     INFO("golden file " << file.filename().string() << " (" << golden.at("reference").get<std::string>() << ")");
     auto model = pagedllm::Model::load(path);
     const auto n_vocab = static_cast<size_t>(model->config.n_vocab);

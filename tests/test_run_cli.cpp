@@ -1,6 +1,8 @@
 // `pagedllm run` as a user sees it: generation, --parallel sharing, statistics, and one clear error per bad input.
 #include <doctest/doctest.h>
 
+#include "required_files.h"
+
 #include <filesystem>
 #include <set>
 #include <string>
@@ -56,8 +58,8 @@ TEST_CASE("run --stats json reports token counts that match -n") {
 }
 
 TEST_CASE("--parallel 4 shares the prompt's blocks: stored once, at most 4 copy-on-write copies") {
-  const std::string model = std::filesystem::exists(kSmol) ? kSmol : kStories;
-  if (model != kSmol) MESSAGE("SmolLM2 not found (run scripts/setup.sh): checking with stories260K instead");
+  pagedllm::test::require_smollm2();
+  const std::string model = kSmol;
   // About 100 prompt tokens whose last block is partly filled, so each sample's first token forces a copy.
   std::string prompt;
   for (int i = 0; i < 9; ++i) prompt += "The quick brown fox jumps over the lazy dog. ";

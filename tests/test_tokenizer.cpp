@@ -1,6 +1,8 @@
 // Tokenizer behaviour beyond the llama.cpp vectors: round trips, streaming, special tokens, the pre-tokenizer
 // table, Unicode classes, and clear errors on bad metadata.
 #include <doctest/doctest.h>
+
+#include "required_files.h"
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,9 +48,8 @@ LoadedTokenizer load(const std::string& path) {
 LoadedTokenizer load_vocab(const std::string& name) { return load(kVectorDir + "ggml-vocab-" + name + ".gguf"); }
 
 bool have_smollm() {
-  if (std::filesystem::exists(kSmolLmPath)) return true;
-  MESSAGE("skipped: " << kSmolLmPath << " not found (run scripts/setup.sh)");
-  return false;
+  pagedllm::test::require_smollm2();
+  return true;
 }
 
 // Text that exercises the pre-tokenizers and the byte fallback: code, CJK, emoji (including ZWJ sequences and
@@ -643,10 +644,7 @@ std::string run_command(const std::string& command, int& status) {
 
 TEST_CASE("pagedllm tokenize prints the tokenizer's ids and pieces") {
   const std::string binary = PAGEDLLM_BINARY;
-  if (!std::filesystem::exists(binary)) {
-    MESSAGE("skipped: " << binary << " not built");
-    return;
-  }
+  pagedllm::test::require_file(binary, "build the pagedllm target");
   const std::string vocab = kVectorDir + "ggml-vocab-llama-spm.gguf";
   const auto loaded = load(vocab);
   const std::string text = "Hello\tworld \xF0\x9F\x98\x80";
