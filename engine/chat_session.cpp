@@ -1,6 +1,7 @@
 #include "engine/chat_session.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <chrono>
 #include <utility>
 
@@ -139,8 +140,9 @@ std::vector<int32_t> ChatSession::tokenize_prompt(const std::string& rendered) c
   return tokens;
 }
 
-std::vector<int32_t> ChatSession::fit_to_context(std::vector<ChatMessage>& messages, int& dropped) const {
+std::vector<int32_t> ChatSession::fit_to_context(std::vector<ChatMessage>& messages, int& dropped, int& renders) const {
   dropped = 0;
+  renders = 1;
   const int cap = capacity();
   const int limit = cap - answer_reserve();
   std::vector<int32_t> tokens = tokenize_prompt(render(messages, /*add_generation_prompt=*/true));
@@ -148,24 +150,70 @@ std::vector<int32_t> ChatSession::fit_to_context(std::vector<ChatMessage>& messa
   // Once the whole conversation has to be prefilled again anyway, make room for a few more turns too, so that the
   // next ones reuse the cache instead of each dropping one exchange and prefilling everything once more.
   const int target = limit - cap / 4;
-  while (true) {
-    const size_t first = first_droppable(messages);
-    // The newest message (the one being answered) is never dropped.
-    if (messages.size() <= first + 1) {
-      if (static_cast<int>(tokens.size()) <= limit) return tokens;
-      fail("the message does not fit the context: the prompt is {} tokens{} and the context holds {} with {} kept "
-           "free for the answer (raise -c or shorten the message)", tokens.size(),
-           first == 1 ? " with the system prompt" : "", cap, cap - limit);
-    }
-    // Drop the oldest exchange: its first message and everything up to the next user message.
-    size_t end = first + 1;
-    while (end + 1 < messages.size() && messages[end].role != "user") ++end;
-    dropped += static_cast<int>(end - first);
-    messages.erase(messages.begin() + static_cast<std::ptrdiff_t>(first),
-                   messages.begin() + static_cast<std::ptrdiff_t>(end));
-    tokens = tokenize_prompt(render(messages, /*add_generation_prompt=*/true));
-    if (static_cast<int>(tokens.size()) <= target) return tokens;
+
+  // Whole exchanges go, oldest first: an exchange runs from a message to the next user message. The conversation
+  // kept is the system prompt (if any) and messages[cut..] for one of these cuts; the newest message (the one
+  // being answered) always stays.
+  const size_t first = first_droppable(messages);
+  std::vector<size_t> cuts;  // ascending: keeping from a later cut drops more
+  for (size_t i = first + 1; i + 1 < messages.size(); ++i) {
+    if (messages[i].role == "user") cuts.push_back(i);
   }
+  if (messages.size() > first + 1) cuts.push_back(messages.size() - 1);
+  auto kept = [&](size_t cut) {
+    std::vector<ChatMessage> rest(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(first));
+    rest.insert(rest.end(), messages.begin() + static_cast<std::ptrdiff_t>(cut), messages.end());
+    return rest;
+  };
+  auto prompt_for = [&](size_t cut) {
+    ++renders;
+    return tokenize_prompt(render(kept(cut), /*add_generation_prompt=*/true));
+  };
+  auto too_long_for_context = [&](size_t n_tokens) {
+    fail("the message does not fit the context: the prompt is {} tokens{} and the context holds {} with {} kept free "
+         "for the answer (raise -c or shorten the message)", n_tokens, first == 1 ? " with the system prompt" : "",
+         cap, cap - limit);
+  };
+  if (cuts.empty()) too_long_for_context(tokens.size());
+
+  // The latest cut whose kept part reaches the target (the fewest messages dropped). Rendering only what would be
+  // kept, and searching from the newest end (one, two, four, ... exchanges, then halving), costs about as much as
+  // rendering a context's worth of messages a few times, however long the history: the kept part grows with each
+  // probe only until it no longer fits.
+  size_t fits = cuts.size() - 1;  // index into cuts of a cut that keeps little enough
+  std::vector<int32_t> fitting = prompt_for(cuts[fits]);
+  if (static_cast<int>(fitting.size()) > target) {
+    // Even the newest message alone overshoots the target: keep it if it fits the limit.
+    if (static_cast<int>(fitting.size()) > limit) too_long_for_context(fitting.size());
+  } else {
+    size_t step = 1;
+    size_t too_long = SIZE_MAX;  // an index whose kept part overshoots the target; SIZE_MAX: none found yet
+    while (fits > 0) {
+      const size_t probe = fits >= step ? fits - step : 0;
+      std::vector<int32_t> candidate = prompt_for(cuts[probe]);
+      if (static_cast<int>(candidate.size()) > target) {
+        too_long = probe;
+        break;
+      }
+      fits = probe;
+      fitting = std::move(candidate);
+      step *= 2;
+    }
+    // Between a cut that overshoots and one that fits: halve.
+    while (too_long != SIZE_MAX && fits - too_long > 1) {
+      const size_t middle = too_long + (fits - too_long) / 2;
+      std::vector<int32_t> candidate = prompt_for(cuts[middle]);
+      if (static_cast<int>(candidate.size()) > target) {
+        too_long = middle;
+      } else {
+        fits = middle;
+        fitting = std::move(candidate);
+      }
+    }
+  }
+  dropped = static_cast<int>(cuts[fits] - first);
+  messages = kept(cuts[fits]);
+  return fitting;
 }
 
 // ------------------------------------------------------------------------------------------------ turns
@@ -252,8 +300,8 @@ ChatTurnStats ChatSession::regenerate(const ChatEvents& events) {
 }
 
 ChatTurnStats ChatSession::answer(std::vector<ChatMessage> conversation, const ChatEvents& events) {
-  int dropped = 0;
-  const std::vector<int32_t> prompt = fit_to_context(conversation, dropped);  // throws with nothing changed
+  int dropped = 0, renders = 0;
+  const std::vector<int32_t> prompt = fit_to_context(conversation, dropped, renders);  // throws, nothing changed
   const std::vector<ChatMessage> before = std::exchange(messages_, std::move(conversation));
   if (dropped > 0 && events.on_context_trim) {
     ChatTurnStats trim;
@@ -270,6 +318,7 @@ ChatTurnStats ChatSession::answer(std::vector<ChatMessage> conversation, const C
     throw;
   }
   st.dropped_messages = dropped;
+  st.fit_renders = renders;
   if (st.finish_reason == "interrupted" && last_answer_tokens_.empty()) {
     messages_ = before;  // stopped before a word: the turn is cancelled (a /regen keeps the previous answer)
   } else {

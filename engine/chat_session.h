@@ -52,6 +52,7 @@ struct ChatTurnStats {
   int prefilled_tokens = 0;
   int generated_tokens = 0;
   int dropped_messages = 0;   // oldest messages dropped this turn to fit the context
+  int fit_renders = 0;        // times the template rendered the conversation to fit it (the work fitting took)
   double prefill_seconds = 0;
   double generation_seconds = 0;
   double time_to_first_token = 0;
@@ -118,10 +119,10 @@ class ChatSession {
   int capacity() const;
 
  private:
-  // When the prompt of `messages` plus the answer reserve does not fit, drops the oldest exchanges until it fits
-  // with a quarter of the context to spare (or nothing more can go); returns the prompt's tokens and sets
-  // `dropped` to the number of messages removed.
-  std::vector<int32_t> fit_to_context(std::vector<ChatMessage>& messages, int& dropped) const;
+  // When the prompt of `messages` plus the answer reserve does not fit, drops the fewest oldest exchanges that
+  // bring it to a quarter of the context to spare (or all but the newest message); returns the prompt's tokens,
+  // sets `dropped` to the number of messages removed and `renders` to the template renders it took.
+  std::vector<int32_t> fit_to_context(std::vector<ChatMessage>& messages, int& dropped, int& renders) const;
   // Submits `prompt` as a request of the conversation's session (the scheduler reuses the cached common prefix and
   // prefills the rest) and runs it to its end, the answer into last_answer_tokens_ and `answer`.
   ChatTurnStats generate(const std::vector<int32_t>& prompt, const ChatEvents& events, std::string& answer);

@@ -223,6 +223,74 @@ TEST_CASE("stories260K: a conversation that outgrows the context drops its oldes
   CHECK(f.scheduler->check_invariants() == "");
 }
 
+TEST_CASE("stories260K: trimming drops the fewest oldest exchanges that leave a quarter of the context free") {
+  const int n_ctx = 256;
+  const int answer_tokens = 8;
+  Fixture f(kStories, n_ctx, stories_options(answer_tokens));
+  ChatSession& chat = *f.session;
+  // A history far longer than the context, of distinct exchanges, under a system prompt.
+  std::vector<ChatMessage> history = {{"system", "Tell a story."}};
+  for (int i = 0; i < 40; ++i) {
+    history.push_back({"user", "Tell me about the dog number " + std::to_string(i) + "."});
+    history.push_back({"assistant", "The dog " + std::to_string(i) + " ran to the park and played."});
+  }
+  chat.set_messages(history);
+  const std::vector<int32_t> cached_before = chat.cached_tokens();
+  const std::string question = "And the cat?";
+  const ChatTurnStats st = chat.reply(question);
+
+  // The policy, derived here from the context: the prompt may take the context less the answer's reserve (the limit);
+  // once trimming is needed it must get down to a quarter of the context below that (the target).
+  const int cap = chat.capacity();
+  const int limit = cap - answer_tokens;
+  const int target = limit - cap / 4;
+  auto prompt_tokens = [&](const std::vector<ChatMessage>& messages) {
+    return chat.tokenize_prompt(chat.render(messages, /*add_generation_prompt=*/true));
+  };
+  std::vector<ChatMessage> asked = history;
+  asked.push_back({"user", question});
+  REQUIRE(static_cast<int>(prompt_tokens(asked).size()) > limit);
+
+  // What stayed: the system prompt, then the newest exchanges whole (a suffix starting at a user message), then the
+  // question and its answer.
+  const std::vector<ChatMessage>& now = chat.messages();
+  REQUIRE(now.size() >= 4);
+  CHECK(now.front() == history.front());
+  CHECK(now[1].role == "user");
+  CHECK(st.dropped_messages == static_cast<int>(asked.size() + 1 - now.size()));
+  const std::vector<ChatMessage> kept(now.begin(), now.end() - 1);  // without the answer
+  CHECK(std::equal(kept.begin() + 1, kept.end(), asked.end() - static_cast<long>(kept.size() - 1)));
+  // It reaches the target, and keeping one more exchange would not have.
+  CHECK(st.prompt_tokens == static_cast<int>(prompt_tokens(kept).size()));
+  CHECK(st.prompt_tokens <= target);
+  std::vector<ChatMessage> one_more = kept;
+  const auto start = asked.end() - static_cast<long>(kept.size() - 1);
+  one_more.insert(one_more.begin() + 1, start - 2, start);  // the exchange before: a user message and its answer
+  CHECK((start - 2)->role == "user");
+  CHECK(static_cast<int>(prompt_tokens(one_more).size()) > target);
+  // Everything after the first change is prefilled again.
+  CHECK(st.reused_tokens == static_cast<int>(common_prefix(cached_before, prompt_tokens(kept))));
+  CHECK(st.prefilled_tokens == st.prompt_tokens - st.reused_tokens);
+  CHECK(f.scheduler->check_invariants() == "");
+}
+
+TEST_CASE("stories260K: fitting a 10,000-message history renders the template a few dozen times, not per message") {
+  Fixture f(kStories, 256, stories_options(8));
+  ChatSession& chat = *f.session;
+  std::vector<ChatMessage> history;
+  for (int i = 0; i < 5000; ++i) {
+    history.push_back({"user", "Question " + std::to_string(i) + "?"});
+    history.push_back({"assistant", "Answer " + std::to_string(i) + "."});
+  }
+  chat.set_messages(history);
+  const ChatTurnStats st = chat.reply("Last question?");
+  CHECK(st.dropped_messages > 9900);
+  // Searching from the newest end: about 2 log2(n) renders of what is kept. Dropping one exchange at a time
+  // rendered the whole remaining history ~5,000 times.
+  CHECK(st.fit_renders <= 40);
+  CHECK(chat.messages().size() >= 4);
+}
+
 TEST_CASE("stories260K: a message too long for the context alone is refused and the conversation is unchanged") {
   Fixture f(kStories, 64, stories_options(8));
   ChatSession& chat = *f.session;
