@@ -22,6 +22,10 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const pagedllm::ExitError& e) {
+    std::fflush(stdout);
+    fmt::print(stderr, "error: {}\n", e.what());
+    return e.exit_code();
   } catch (const pagedllm::Error& e) {
     std::fflush(stdout);
     fmt::print(stderr, "error: {}\n", e.what());

@@ -1,8 +1,10 @@
 // `pagedllm batch`: push a file of requests through the continuous-batching scheduler and write one result record
 // per request, in input order, then a summary of throughput and of what the KV cache did.
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -113,6 +115,35 @@ class InputWarnings {
   int bad_lines_ = 0;
   int duplicates_ = 0;
   std::map<std::string, std::pair<int, int>> unknown_fields_;  // field -> (first line, lines)
+};
+
+// SIGINT and SIGTERM are noted rather than fatal while the batch runs; the previous handlers come back after.
+std::atomic<int> g_stop_signal{0};
+
+extern "C" void note_stop_signal(int signal) { g_stop_signal.store(signal); }
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal.store(0);
+    struct sigaction action {};
+    action.sa_handler = note_stop_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &action, &previous_int_);
+    sigaction(SIGTERM, &action, &previous_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &previous_int_, nullptr);
+    sigaction(SIGTERM, &previous_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  static int received() { return g_stop_signal.load(); }
+
+ private:
+  struct sigaction previous_int_ {};
+  struct sigaction previous_term_ {};
 };
 
 // One line on stderr, redrawn in place at most ten times a second.
@@ -258,8 +289,10 @@ void run_batch(const BatchOptions& o) {
   }
 
   std::vector<RequestLine> lines = read_request_file(o.input, format);
-  const auto completed = o.resume ? read_completed_records(o.output) : decltype(read_completed_records("")){};
-  ResultWriter writer(o.output, lines.size());  // fails now, not after the work, when the output is unwritable
+  // Claimed before anything is read from it: a second run on the same output is refused here, not interleaved.
+  ResultWriter writer(o.output, lines.size(), o.input);  // fails now, not after the work, when it is unwritable
+  const auto completed = o.resume ? writer.completed_records() : decltype(writer.completed_records()){};
+  writer.start();
   InputWarnings warnings;
   BatchTotals totals;
   totals.requests = lines.size();
@@ -350,10 +383,23 @@ void run_batch(const BatchOptions& o) {
     }
   };
   collect();
-  scheduler.run_until_idle([&] {
-    collect();
-    progress.update(done, lines.size(), scheduler.stats().sampled_tokens, seconds_since(start), scheduler);
-  });
+  {
+    // Ctrl-C or a SIGTERM (a scheduler taking the machine back) ends the run after the current step, saying where
+    // the results so far are; every finished record is already on disk.
+    const StopSignals stop_signals;
+    scheduler.run_until_idle([&] {
+      collect();
+      progress.update(done, lines.size(), scheduler.stats().sampled_tokens, seconds_since(start), scheduler);
+      if (const int signal = StopSignals::received(); signal != 0) {
+        progress.finish();
+        throw ExitError(fmt::format("interrupted by {}: {} of {} records are in {}; run the same command with "
+                                    "--resume to continue", signal == SIGINT ? "SIGINT" : "SIGTERM", writer.written(),
+                                    lines.size(),
+                                    writer.direct() ? o.output : ResultWriter::partial_path(o.output)),
+                        128 + signal);
+      }
+    });
+  }
   collect();
   totals.seconds = seconds_since(start);
   progress.update(done, lines.size(), scheduler.stats().sampled_tokens, totals.seconds, scheduler, true);

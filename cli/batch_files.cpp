@@ -1,5 +1,8 @@
 #include "cli/batch_files.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -250,34 +253,6 @@ std::unordered_map<std::string, nlohmann::ordered_json> read_completed_records(c
   return completed;
 }
 
-ResultWriter::ResultWriter(std::string path, size_t n_records) : path_(std::move(path)), records_(n_records) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path_, ec)) fail("-o {}: is a directory", path_);
-  const std::string partial = partial_path(path_);
-  file_ = std::fopen(partial.c_str(), "wb");
-  if (file_ == nullptr) fail("-o {}: cannot write {}: {}", path_, partial, std::strerror(errno));
-}
-
-ResultWriter::~ResultWriter() {
-  if (file_ == nullptr) return;
-  std::fclose(file_);
-  if (n_written_ == 0) std::remove(partial_path(path_).c_str());
-}
-
-void ResultWriter::put(size_t index, const nlohmann::ordered_json& record) {
-  if (file_ == nullptr) throw std::logic_error("ResultWriter: put after commit");
-  if (index >= records_.size() || records_[index]) {
-    throw std::logic_error(fmt::format("ResultWriter: record {} given twice or out of range", index));
-  }
-  in_input_order_ = in_input_order_ && index == n_written_;
-  std::string& text = records_[index].emplace(record_text(record));
-  if (std::fwrite(text.data(), 1, text.size(), file_) != text.size() || std::fputc('\n', file_) == EOF ||
-      std::fflush(file_) != 0) {
-    fail("-o {}: write failed: {}", partial_path(path_), std::strerror(errno));
-  }
-  ++n_written_;
-}
-
 namespace {
 
 void sync_and_close(std::FILE* file, const std::string& name, const std::string& path) {
@@ -286,35 +261,151 @@ void sync_and_close(std::FILE* file, const std::string& name, const std::string&
   if (!synced || !closed) fail("-o {}: cannot finish writing {}: {}", path, name, std::strerror(errno));
 }
 
+bool same_file(const struct stat& a, const struct stat& b) { return a.st_dev == b.st_dev && a.st_ino == b.st_ino; }
+
 }  // namespace
 
+ResultWriter::ResultWriter(std::string path, size_t n_records, const std::string& input_path)
+    : path_(std::move(path)), records_(n_records) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path_, ec)) fail("-o {}: is a directory", path_);
+  struct stat input {};
+  const bool have_input = ::stat(input_path.c_str(), &input) == 0;
+  struct stat output {};
+  const bool exists = ::stat(path_.c_str(), &output) == 0;
+  if (exists && have_input && same_file(input, output)) {
+    fail("-o {}: is the input file {}: the results would replace the requests", path_, input_path);
+  }
+  // A device, a FIFO, or the process plumbing under /dev and /proc (/dev/stdout, /dev/fd/N) is written straight
+  // through, appending: renaming over it would replace it with a regular file, and truncating /dev/stdout would
+  // empty whatever file the shell pointed it at.
+  const bool plumbing = path_.starts_with("/dev/") || path_.starts_with("/proc/");
+  if ((exists && !S_ISREG(output.st_mode)) || plumbing) {
+    direct_ = true;
+    file_ = std::fopen(path_.c_str(), "ab");
+    if (file_ == nullptr) fail("-o {}: cannot write: {}", path_, std::strerror(errno));
+    return;
+  }
+  // Replacing a symbolic link would leave its target stale: write next to the target and rename over it instead.
+  if (std::filesystem::is_symlink(path_, ec)) {
+    const std::filesystem::path target = std::filesystem::weakly_canonical(path_, ec);
+    if (!ec) path_ = target.string();
+  }
+  const std::string partial = partial_path(path_);
+  struct stat partial_stat {};
+  if (have_input && ::stat(partial.c_str(), &partial_stat) == 0 && same_file(input, partial_stat)) {
+    fail("-o {}: its {} is the input file {}", path_, partial, input_path);
+  }
+  lock_fd_ = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) fail("-o {}: cannot write {}: {}", path_, partial, std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    ::close(lock_fd_);
+    lock_fd_ = -1;
+    if (error == EWOULDBLOCK) {
+      fail("-o {}: another pagedllm batch is writing this output right now ({} is locked); wait for it to finish, "
+           "or choose another -o", path_, partial);
+    }
+    fail("-o {}: cannot lock {}: {}", path_, partial, std::strerror(error));
+  }
+}
+
+ResultWriter::~ResultWriter() {
+  if (file_ != nullptr) {
+    std::fclose(file_);  // closes lock_fd_ too once fdopen took it
+    lock_fd_ = -1;
+    if (!direct_ && n_written_ == 0) std::remove(partial_path(path_).c_str());
+  }
+  if (lock_fd_ >= 0) {
+    // Locked but never started: the .partial file holds what an earlier run left (or is the empty file just made).
+    struct stat st {};
+    if (::fstat(lock_fd_, &st) == 0 && st.st_size == 0) std::remove(partial_path(path_).c_str());
+    ::close(lock_fd_);
+  }
+}
+
+std::unordered_map<std::string, nlohmann::ordered_json> ResultWriter::completed_records() const {
+  if (direct_) fail("-o {}: --resume needs a regular output file (this one is written directly)", path_);
+  return read_completed_records(path_);
+}
+
+void ResultWriter::start() {
+  if (started_) throw std::logic_error("ResultWriter: started twice");
+  started_ = true;
+  if (direct_) return;
+  if (::ftruncate(lock_fd_, 0) != 0) fail("-o {}: cannot empty {}: {}", path_, partial_path(path_), std::strerror(errno));
+  file_ = ::fdopen(lock_fd_, "wb");
+  if (file_ == nullptr) fail("-o {}: cannot write {}: {}", path_, partial_path(path_), std::strerror(errno));
+}
+
+void ResultWriter::write_line(std::FILE* file, const std::string& name, const std::string& text) {
+  if (std::fwrite(text.data(), 1, text.size(), file) != text.size() || std::fputc('\n', file) == EOF ||
+      std::fflush(file) != 0) {
+    fail("-o {}: write failed ({}): {}", path_, name, std::strerror(errno));
+  }
+}
+
+void ResultWriter::put(size_t index, const nlohmann::ordered_json& record) {
+  if (!started_ || file_ == nullptr) throw std::logic_error("ResultWriter: put before start or after commit");
+  if (index >= records_.size() || records_[index]) {
+    throw std::logic_error(fmt::format("ResultWriter: record {} given twice or out of range", index));
+  }
+  in_input_order_ = in_input_order_ && index == n_written_;
+  records_[index].emplace(record_text(record));
+  ++n_written_;
+  if (direct_) {
+    while (next_in_order_ < records_.size() && records_[next_in_order_]) {
+      write_line(file_, path_, *records_[next_in_order_]);
+      ++next_in_order_;
+    }
+  } else {
+    write_line(file_, partial_path(path_), *records_[index]);
+  }
+}
+
 void ResultWriter::commit() {
-  if (file_ == nullptr) throw std::logic_error("ResultWriter: committed twice");
+  if (!started_ || file_ == nullptr) throw std::logic_error("ResultWriter: commit before start, or twice");
   if (n_written_ != records_.size()) {
     throw std::logic_error(fmt::format("ResultWriter: {} of {} records written at commit", n_written_, records_.size()));
   }
-  const std::string partial = partial_path(path_);
   std::FILE* file = file_;
   file_ = nullptr;
-  sync_and_close(file, partial, path_);
+  lock_fd_ = -1;
+  if (direct_) {
+    if (std::fflush(file) != 0 || std::fclose(file) != 0) fail("-o {}: write failed: {}", path_, std::strerror(errno));
+    return;
+  }
+  const std::string partial = partial_path(path_);
+  // The lock is held until the file is in place: a second run cannot empty the .partial file before it moves.
+  if (std::fflush(file) != 0 || ::fsync(fileno(file)) != 0) {
+    std::fclose(file);
+    fail("-o {}: cannot finish writing {}: {}", path_, partial, std::strerror(errno));
+  }
   std::string ordered_path = partial;
   if (!in_input_order_) {
     // The .partial file stays until the ordered copy is in place: a crash in between loses nothing.
     ordered_path = path_ + ".ordered";
     std::FILE* ordered = std::fopen(ordered_path.c_str(), "wb");
-    if (ordered == nullptr) fail("-o {}: cannot write {}: {}", path_, ordered_path, std::strerror(errno));
+    if (ordered == nullptr) {
+      std::fclose(file);
+      fail("-o {}: cannot write {}: {}", path_, ordered_path, std::strerror(errno));
+    }
     for (const auto& text : records_) {
       if (std::fwrite(text->data(), 1, text->size(), ordered) != text->size() || std::fputc('\n', ordered) == EOF) {
         std::fclose(ordered);
+        std::fclose(file);
         fail("-o {}: write failed: {}", ordered_path, std::strerror(errno));
       }
     }
     sync_and_close(ordered, ordered_path, path_);
   }
   if (std::rename(ordered_path.c_str(), path_.c_str()) != 0) {
-    fail("-o {}: cannot rename {} to it: {}", path_, ordered_path, std::strerror(errno));
+    const int error = errno;
+    std::fclose(file);
+    fail("-o {}: cannot rename {} to it: {}", path_, ordered_path, std::strerror(error));
   }
   if (!in_input_order_) std::remove(partial.c_str());
+  std::fclose(file);
 }
 
 }  // namespace pagedllm

@@ -63,31 +63,50 @@ std::unordered_map<std::string, nlohmann::ordered_json> read_completed_records(c
 // Collects one record per request. Each record is appended to `<path>.partial` as soon as it arrives (the order
 // requests finish in), so an interrupted run loses nothing --resume cannot pick up; commit() then puts the records
 // in input order at `path` (renaming the .partial file when it is already in order, rewriting it otherwise).
+//
+// An output that exists and is not a regular file (a device such as /dev/null or /dev/stdout, a FIFO) is written
+// directly instead, records in input order as soon as each one's predecessors are done: nothing is renamed over it
+// and there is no .partial file (so no --resume).
 class ResultWriter {
  public:
-  // Opens `<path>.partial` for writing. Throws pagedllm::Error when it cannot (a missing directory, no permission,
-  // `path` is a directory).
-  ResultWriter(std::string path, size_t n_records);
+  // Claims `path` for this run. Throws pagedllm::Error naming `-o` when it is a directory, is the input file itself
+  // (under any name), cannot be written, or when another run holds it: the .partial file is locked (exclusively,
+  // for the life of this object) before anything in it is touched.
+  ResultWriter(std::string path, size_t n_records, const std::string& input_path);
   // Without commit(), leaves the .partial file for --resume (or removes it when nothing was written).
   ~ResultWriter();
   ResultWriter(const ResultWriter&) = delete;
   ResultWriter& operator=(const ResultWriter&) = delete;
 
+  // What an earlier run completed (read_completed_records of the output and its .partial), read under the lock.
+  // Throws for a direct output, which cannot be resumed.
+  std::unordered_map<std::string, nlohmann::ordered_json> completed_records() const;
+  // Empties the .partial file: call once, after completed_records() and before the first put().
+  void start();
+
   // Index: the request's position in the input. Each index exactly once.
   void put(size_t index, const nlohmann::ordered_json& record);
   size_t written() const { return n_written_; }
   size_t size() const { return records_.size(); }
-  // Every record must have been put. Writes `path` atomically (temporary file, fsync, rename).
+  bool direct() const { return direct_; }
+  // Every record must have been put. Writes `path` atomically (temporary file, fsync, rename), or, for a direct
+  // output, flushes it.
   void commit();
 
   static std::string partial_path(const std::string& path) { return path + ".partial"; }
 
  private:
+  void write_line(std::FILE* file, const std::string& name, const std::string& text);
+
   std::string path_;
   std::vector<std::optional<std::string>> records_;  // [n_records] JSON text by input index
   size_t n_written_ = 0;
+  size_t next_in_order_ = 0;    // direct output: records [0, next_in_order_) are written
   bool in_input_order_ = true;  // every record so far arrived after all earlier indices
-  std::FILE* file_ = nullptr;   // the .partial file until commit
+  bool direct_ = false;
+  bool started_ = false;
+  int lock_fd_ = -1;            // the locked .partial file
+  std::FILE* file_ = nullptr;   // the .partial file (or the direct output) until commit
 };
 
 }  // namespace pagedllm

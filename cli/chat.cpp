@@ -48,6 +48,7 @@ struct ChatOptions {
   int batch_tokens = 512;
   bool no_color = false;
   bool no_history = false;
+  bool json = false;
 };
 
 // ------------------------------------------------------------------------------------------------ Ctrl-C
@@ -272,12 +273,10 @@ std::string sampling_summary(const ChatSession& session) {
 constexpr std::string_view kSetNames =
     "temp, top_k, top_p, min_p, repeat_penalty, repeat_last_n, frequency_penalty, presence_penalty, seed, n_predict";
 
-void set_parameter(ChatSession& session, std::string_view arguments) {
+// Returns what to tell the user.
+std::string set_parameter(ChatSession& session, std::string_view arguments) {
   arguments = trim(arguments);
-  if (arguments.empty()) {
-    fmt::print("{}\n", sampling_summary(session));
-    return;
-  }
+  if (arguments.empty()) return sampling_summary(session) + "\n";
   const auto space = arguments.find_first_of(" \t");
   if (space == std::string_view::npos) fail("/set {}: give a value, e.g. /set temp 0.7", arguments);
   std::string name(arguments.substr(0, space));
@@ -313,8 +312,7 @@ void set_parameter(ChatSession& session, std::string_view arguments) {
     const int64_t n = parse_integer(name, value);
     if (n == 0 || n < -1 || n > 1'000'000'000) fail("/set n_predict {}: must be positive, or -1 for no limit", value);
     session.set_max_answer_tokens(static_cast<int>(n));
-    fmt::print("n_predict = {}\n", n);
-    return;
+    return fmt::format("n_predict = {}\n", n);
   } else {
     fail("/set: unknown parameter '{}' (known: {})", name, kSetNames);
   }
@@ -323,7 +321,7 @@ void set_parameter(ChatSession& session, std::string_view arguments) {
   } catch (const Error& e) {
     fail("/set {} {}: {}", name, value, e.what());
   }
-  fmt::print("{} = {}\n", name, value);
+  return fmt::format("{} = {}\n", name, value);
 }
 
 // ------------------------------------------------------------------------------------------------ files
@@ -392,33 +390,50 @@ open a block with """ and close it with """. Ctrl-C stops an answer (or clears t
 
 class ChatLoop {
  public:
-  ChatLoop(ChatSession& session, Scheduler& scheduler, LineInput& input, Style style)
-      : session_(session), scheduler_(scheduler), input_(input), style_(style) {}
+  ChatLoop(ChatSession& session, Scheduler& scheduler, LineInput& input, Style style, bool json)
+      : session_(session), scheduler_(scheduler), input_(input), style_(style), json_(json) {}
 
-  void run() {
+  // Returns the number of inputs (messages or commands) that failed.
+  int run() {
     while (true) {
       InputLine entry = read_entry(input_, style_);
       if (entry.kind == InputLine::Kind::end) {
         if (input_.interactive()) std::fputc('\n', stdout);
-        return;
+        return failures_;
       }
       if (entry.kind == InputLine::Kind::cleared) continue;
       const std::string_view text = trim(entry.text);
       if (text.empty()) continue;
       try {
         if (text.front() == '/' && text.substr(0, 2) != "//") {
-          if (!command(text)) return;
+          if (!command(text)) return failures_;
         } else {
           answer(text.front() == '/' ? std::string(text.substr(1)) : entry.text, /*regenerate=*/false);
         }
       } catch (const Error& e) {
-        print_error(e.what());
+        ++failures_;
+        if (json_) {
+          fmt::print("{}\n", nlohmann::json{{"error", e.what()}}.dump(-1, ' ', false,
+                                                                      nlohmann::json::error_handler_t::replace));
+        } else {
+          print_error(e.what());
+        }
       }
       std::fflush(stdout);
     }
   }
 
  private:
+  // A command's answer: plain text on stdout, or with --json one {"command", "output"} line.
+  void say(std::string_view command, const std::string& output) {
+    if (json_) {
+      fmt::print("{}\n", nlohmann::ordered_json{{"command", command}, {"output", output}}.dump(
+                             -1, ' ', false, nlohmann::json::error_handler_t::replace));
+    } else {
+      fmt::print("{}", output);
+    }
+  }
+
   // false: quit.
   bool command(std::string_view line) {
     const auto space = line.find_first_of(" \t");
@@ -426,33 +441,33 @@ class ChatLoop {
     const std::string_view arguments = space == std::string_view::npos ? std::string_view{} : trim(line.substr(space));
     if (name == "/exit" || name == "/quit") return false;
     if (name == "/help") {
-      fmt::print("{}", kHelp);
+      say(name, std::string(kHelp));
     } else if (name == "/reset") {
       session_.reset();
-      fmt::print("{}\n", style_.dim("conversation cleared (the system prompt stays)"));
+      say(name, style_.dim("conversation cleared (the system prompt stays)") + "\n");
     } else if (name == "/system") {
       if (arguments.empty()) {
         const auto current = session_.system_prompt();
-        fmt::print("{}\n", current ? *current : style_.dim("(no system prompt)"));
+        say(name, (current ? *current : style_.dim("(no system prompt)")) + "\n");
       } else if (arguments == "-") {
         session_.set_system_prompt({});
-        fmt::print("{}\n", style_.dim("system prompt removed"));
+        say(name, style_.dim("system prompt removed") + "\n");
       } else {
         session_.set_system_prompt(std::string(arguments));
-        fmt::print("{}\n", style_.dim("system prompt set; it applies from the next answer"));
+        say(name, style_.dim("system prompt set; it applies from the next answer") + "\n");
       }
     } else if (name == "/regen") {
       answer({}, /*regenerate=*/true);
     } else if (name == "/stats") {
-      fmt::print("{}", stats_text(session_, scheduler_));
+      say(name, stats_text(session_, scheduler_));
     } else if (name == "/save") {
       save_conversation(session_, std::string(arguments));
-      fmt::print("{}\n", style_.dim(fmt::format("saved {} messages to {}", session_.messages().size(), arguments)));
+      say(name, style_.dim(fmt::format("saved {} messages to {}", session_.messages().size(), arguments)) + "\n");
     } else if (name == "/load") {
       session_.set_messages(load_conversation(std::string(arguments)));
-      fmt::print("{}\n", style_.dim(fmt::format("loaded {} messages from {}", session_.messages().size(), arguments)));
+      say(name, style_.dim(fmt::format("loaded {} messages from {}", session_.messages().size(), arguments)) + "\n");
     } else if (name == "/set") {
-      set_parameter(session_, arguments);
+      say(name, set_parameter(session_, arguments));
     } else {
       fail("unknown command {} (/help lists the commands; start a message with // to send a leading /)", name);
     }
@@ -461,7 +476,12 @@ class ChatLoop {
 
   void answer(const std::string& user_text, bool regenerate) {
     ChatEvents events;
-    events.on_text = [](std::string_view piece) {
+    std::string text;
+    events.on_text = [&](std::string_view piece) {
+      if (json_) {
+        text += piece;
+        return;
+      }
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
     };
@@ -478,8 +498,15 @@ class ChatLoop {
       GeneratingScope generating;
       st = regenerate ? session_.regenerate(events) : session_.reply(user_text, events);
     }
-    if (st.finish_reason == "interrupted" && input_.interactive()) std::fputs("^C", stdout);
-    std::fputc('\n', stdout);
+    if (json_) {
+      const nlohmann::ordered_json record = {{"role", "assistant"},         {"content", text},
+                                     {"finish_reason", st.finish_reason}, {"tokens", st.generated_tokens},
+                                     {"prompt_tokens", st.prompt_tokens}, {"reused_tokens", st.reused_tokens}};
+      fmt::print("{}\n", record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    } else {
+      if (st.finish_reason == "interrupted" && input_.interactive()) std::fputs("^C", stdout);
+      std::fputc('\n', stdout);
+    }
     std::fflush(stdout);
     fmt::print(stderr, "{}\n", style_.dim(status_line(session_, scheduler_, st)));
   }
@@ -488,6 +515,8 @@ class ChatLoop {
   Scheduler& scheduler_;
   LineInput& input_;
   Style style_;
+  bool json_;
+  int failures_ = 0;
 };
 
 void run_chat(const ChatOptions& o) {
@@ -542,7 +571,9 @@ void run_chat(const ChatOptions& o) {
                                    session.capacity())));
   }
   InterruptHandler interrupt_handler;
-  ChatLoop(session, scheduler, *input, style).run();
+  const int failures = ChatLoop(session, scheduler, *input, style, o.json).run();
+  // A script driving chat must see that something it sent failed, even when it reads only the exit status.
+  if (failures > 0 && !interactive) fail("{} input{} failed (see the errors above)", failures, failures == 1 ? "" : "s");
 }
 
 }  // namespace
@@ -576,6 +607,9 @@ void add_chat_command(CLI::App& app) {
     parser.add_option("--batch-tokens", o->batch_tokens, "Prompt tokens per prefill forward")->capture_default_str();
     parser.add_flag("--no-color", o->no_color, "No colours or dim status lines (also when NO_COLOR is set)");
     parser.add_flag("--no-history", o->no_history, "Do not read or write ~/.cache/pagedllm/chat_history");
+    parser.add_flag("--json", o->json, "One JSON object per line on stdout for each input: an answer "
+                                       "{role, content, finish_reason, tokens, prompt_tokens, reused_tokens}, a "
+                                       "command's {command, output}, or {error}");
     std::reverse(arguments.begin(), arguments.end());  // CLI11 parses a vector from its back
     try {
       parser.parse(arguments);

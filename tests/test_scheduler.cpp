@@ -16,6 +16,9 @@
 #include "engine/model.h"
 #include "engine/model_runner.h"
 #include "engine/scheduler.h"
+#include "model_loader/gguf.h"
+#include "model_loader/model_config.h"
+#include "model_loader/synthetic_model.h"
 
 using namespace pagedllm;
 
@@ -430,4 +433,54 @@ TEST_CASE("the contiguous baseline admits by full-context reservations; paging f
   // A context that needs more blocks than the cache has cannot run contiguously at all.
   ModelRunner runner(stories(), engine_config(8, 8, false, 128).runner);
   CHECK_THROWS_AS(Scheduler(runner, nullptr, contiguous), pagedllm::Error);
+}
+
+TEST_CASE("a model whose logits are not finite fails its request with an error, never a quiet success") {
+  // A tiny synthetic model held in memory, its final norm gain poisoned with NaN after loading.
+  std::vector<uint8_t> image = build_synthetic_gguf(synthetic_spec("tiny"));
+  Model model;
+  model.file = GgufFile::from_memory(image, "synthetic");
+  model.config = read_model_config(*model.file);
+  model.weights = load_llama_weights(*model.file, model.config);
+  model.tokenizer = Tokenizer::from_gguf(*model.file);
+  const auto* norm = model.weights.output_norm;
+  REQUIRE(norm != nullptr);
+  const auto* begin = reinterpret_cast<const uint8_t*>(norm);
+  REQUIRE((begin >= image.data() && begin < image.data() + image.size()));  // a view into our own buffer
+  const_cast<float*>(norm)[0] = std::nanf("");
+
+  RunnerConfig config;
+  config.n_ctx = 64;
+  config.n_threads = 1;
+  ModelRunner runner(model, config);
+  Scheduler scheduler(runner, model.tokenizer.get(), SchedulerConfig{});
+  scheduler.submit(make_request(0, {1, 5, 9}, 4, greedy()));
+  while (scheduler.step()) {
+  }
+  const std::vector<RequestResult> results = scheduler.take_finished();
+  REQUIRE(results.size() == 1);
+  CHECK(results[0].failure == FinishReason::Error);
+  CHECK(results[0].error.find("non-finite") != std::string::npos);
+  REQUIRE(results[0].completions.size() == 1);
+  CHECK(results[0].completions[0].finish == FinishReason::Error);
+  CHECK(scheduler.check_invariants() == "");
+  CHECK(scheduler.cache().stats().blocks_used == 0);
+}
+
+TEST_CASE("a sequence that fills a KV cache smaller than the context ends as CacheFull, one that fills the context as ContextFull") {
+  SchedulerConfig sc;
+  // 4 blocks of 8 = 32 tokens of cache under a 256-token context: the cache is the limit.
+  const Outcome small = run_all({make_request(0, encode("Once upon a time"), 100, greedy())},
+                                engine_config(4, 8, false, 256), sc);
+  const Completion& cache_bound = small.results.at(0).completions.at(0);
+  CHECK(cache_bound.finish == FinishReason::CacheFull);
+  CHECK(cache_bound.tokens.size() + encode("Once upon a time").size() == 32);
+  CHECK(small.stats.cache_full_samples == 1);
+  // A roomy cache under a 24-token context: the context is the limit.
+  const Outcome roomy = run_all({make_request(0, encode("Once upon a time"), 100, greedy())},
+                                engine_config(64, 8, false, 24), sc);
+  const Completion& context_bound = roomy.results.at(0).completions.at(0);
+  CHECK(context_bound.finish == FinishReason::ContextFull);
+  CHECK(context_bound.tokens.size() + encode("Once upon a time").size() == 24);
+  CHECK(roomy.stats.cache_full_samples == 0);
 }
