@@ -54,6 +54,7 @@ TEST_CASE("CUDA ops against the CPU ops") { SKIP_WITHOUT_DEVICE(); }
 #include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/matmul.h"
 #include "kernels/cuda/attention_plan.h"
+#include "kernels/cuda/cublas_library.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "model_loader/gguf.h"
@@ -343,7 +344,7 @@ TEST_CASE("matmul: the fused GEMV and the cuBLAS path against the CPU matmul, ev
   // the CPU's 8-bit activations rounded to f16).
   std::mt19937 rng(6);
   cublasHandle_t handle = nullptr;
-  REQUIRE(cublasCreate(&handle) == CUBLAS_STATUS_SUCCESS);
+  REQUIRE(cuda::cublas_library().create(&handle) == CUBLAS_STATUS_SUCCESS);
   ThreadPool pool(4);
   MatmulScratch scratch;
   for (GgmlType type : kAllTypes) {
@@ -408,7 +409,7 @@ TEST_CASE("matmul: the fused GEMV and the cuBLAS path against the CPU matmul, ev
       CHECK(relative_error(outputs[i].download(), expected) < 1e-4);
     }
   }
-  cublasDestroy(handle);
+  cuda::cublas_library().destroy(handle);
 }
 
 // ---------------------------------------------------------------- attention

@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -267,4 +268,25 @@ TEST_CASE("chat --json: one JSON object per line for every input, answers with n
   const auto all_bad = run_pagedllm("chat -m " + shell_quote(kStories) + " --no-history --json", "/bogus\n/nope\n");
   CHECK(all_bad.exit_code == 1);
   CHECK(records_of(all_bad.out).size() == 2);
+}
+
+TEST_CASE("commands that never use a GPU do not pay for loading the CUDA libraries") {
+  // Loading cuBLAS costs about 200 MB of memory at once; a CPU-only command stays far below that.
+  for (const std::string& args : {"tokenize -m " + shell_quote(kStories) + " -p hello",
+                                  "info -m " + shell_quote(kStories),
+                                  "run -m " + shell_quote(kStories) + " -p hello -n 4 --device cpu --stats none"}) {
+    CAPTURE(args);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const std::string command = "exec " + shell_quote(PAGEDLLM_BINARY) + " " + args + " >/dev/null 2>&1";
+      ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    int status = 0;
+    struct rusage usage {};
+    REQUIRE(::wait4(pid, &status, 0, &usage) == pid);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(usage.ru_maxrss < 100 * 1024);  // kilobytes
+  }
 }

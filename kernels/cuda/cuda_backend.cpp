@@ -15,6 +15,7 @@
 
 #include "kernels/common/batch_check.h"
 #include "kernels/cuda/attention_plan.h"
+#include "kernels/cuda/cublas_library.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/device_info.h"
@@ -84,7 +85,7 @@ struct CudaBackend::Impl {
   Impl(const KvGeometry& kv, const CudaBackendOptions& o) : kv_geometry(kv), options(o) {}
 
   ~Impl() {
-    if (cublas != nullptr) cublasDestroy(cublas);
+    if (cublas != nullptr) cuda::cublas_library().destroy(cublas);
     if (stream != nullptr) cudaStreamDestroy(stream);
   }
 
@@ -260,9 +261,10 @@ CudaBackend::CudaBackend(const KvGeometry& kv, const WeightSet& weights, const C
   s.device = *found;
   s.select_device();
   PAGEDLLM_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
-  if (cublasCreate(&s.cublas) != CUBLAS_STATUS_SUCCESS) fail("cannot create a cuBLAS handle on {}", s.device.name);
+  const cuda::CublasLibrary& cublas = cuda::cublas_library();
+  if (cublas.create(&s.cublas) != CUBLAS_STATUS_SUCCESS) fail("cannot create a cuBLAS handle on {}", s.device.name);
   // FP32 products stay FP32 (no TF32), so F32 models compute what the CPU computes.
-  cublasSetMathMode(s.cublas, CUBLAS_DEFAULT_MATH);
+  cublas.set_math_mode(s.cublas, CUBLAS_DEFAULT_MATH);
   s.upload_weights(weights);
   s.allocate_kv();
 }

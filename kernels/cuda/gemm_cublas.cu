@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "tensor/activation_quant.h"
 #include "tensor/quant_blocks.h"
+#include "kernels/cuda/cublas_library.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -91,7 +92,7 @@ void check_cublas(cublasStatus_t status, const char* what) {
 void gemm_ex(cublasHandle_t handle, int64_t n_rows, int64_t M, int64_t K, const void* weights, cudaDataType type,
              const void* x, float* y, int64_t ldc) {
   const float alpha = 1.0f, beta = 0.0f;
-  check_cublas(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n_rows), static_cast<int>(M),
+  check_cublas(cublas_library().gemm_ex(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n_rows), static_cast<int>(M),
                             static_cast<int>(K), &alpha, weights, type, static_cast<int>(K), x, type,
                             static_cast<int>(K), &beta, y, CUDA_R_32F, static_cast<int>(ldc), CUBLAS_COMPUTE_32F,
                             CUBLAS_GEMM_DEFAULT),
@@ -105,7 +106,7 @@ void gemm_cublas(const DeviceMatrix& w, const float* x, int64_t M, float* y, con
   if (M <= 0 || w.n_rows <= 0) return;
   const int64_t K = w.n_cols, N = w.n_rows;
   if (K > INT32_MAX || N > INT32_MAX || M > INT32_MAX) fail("matmul: {} x {} x {} is too large for cuBLAS", M, N, K);
-  check_cublas(cublasSetStream(workspace.cublas, stream), "cublasSetStream");
+  check_cublas(cublas_library().set_stream(workspace.cublas, stream), "cublasSetStream");
   if (w.type == GgmlType::F32) {
     gemm_ex(workspace.cublas, N, M, K, w.data, CUDA_R_32F, x, y, N);
     return;
