@@ -43,12 +43,15 @@ std::string StatsReport::to_text() const {
   }
   if (counters.decode_tokens > 0) {
     const double achieved = achieved_gb_s();
+    const std::string against_peak =
+        peak_gb_s > 0 ? fmt::format("= {:.1f}% of {:.2f} GB/s peak ({}", 100.0 * achieved / peak_gb_s, peak_gb_s,
+                                    peak_source)
+                      : fmt::format("(peak {}", peak_source);
     s += fmt::format("bandwidth: {:.2f} MB read per generated token (weights {:.2f} MB per step + K/V {:.3f} MB per "
-                     "token avg); {:.2f} GB/s achieved = {:.1f}% of {:.2f} GB/s peak ({}, {}, {} threads)\n",
+                     "token avg); {:.2f} GB/s achieved {}, {}, {} threads)\n",
                      bytes_per_generated_token() / 1e6, static_cast<double>(weight_bytes_per_step) / 1e6,
                      static_cast<double>(counters.decode_kv_bytes) / 1e6 / static_cast<double>(counters.decode_tokens),
-                     achieved, peak_gb_s > 0 ? 100.0 * achieved / peak_gb_s : 0.0, peak_gb_s, peak_source, backend,
-                     n_threads);
+                     achieved, against_peak, backend, n_threads);
   } else {
     s += "bandwidth: no decode steps ran\n";
   }
@@ -74,7 +77,8 @@ nlohmann::json StatsReport::to_json() const {
       {"bandwidth", {{"bytes_per_generated_token", bytes_per_generated_token()},
                      {"weight_bytes_per_step", weight_bytes_per_step}, {"kv_bytes_per_token", kv_bytes_per_token},
                      {"achieved_gb_s", achieved_gb_s()}, {"peak_gb_s", peak_gb_s},
-                     {"percent_of_peak", peak_gb_s > 0 ? 100.0 * achieved_gb_s() / peak_gb_s : 0.0},
+                     {"percent_of_peak", peak_gb_s > 0 ? nlohmann::json(100.0 * achieved_gb_s() / peak_gb_s)
+                                                       : nlohmann::json(nullptr)},
                      {"peak_source", peak_source}}},
       {"backend", backend},
       {"threads", n_threads},

@@ -2,6 +2,8 @@
 // RoPE angles exactly as ggml forms them (REFERENCE.md §4.4), shared by the CPU and CUDA kernels: theta starts at
 // the position and is multiplied by base^(-2/n_rot) once per pair, divided by the optional frequency factor,
 // scaled linearly or blended YaRN-style, and cos/sin carry the attention factor.
+#include <math.h>  // fmaf, cosf, sinf: builtins on both sides (std:: versions are host-only)
+
 #include <cmath>
 
 #include "tensor/float16.h"
@@ -43,18 +45,20 @@ PAGEDLLM_HD inline void rope_cos_sin(const RopeParams& p, float theta_extrap, fl
     float y = (static_cast<float>(pair) - p.yarn_low) / fmaxf(0.001f, p.yarn_high - p.yarn_low);
     y = fminf(1.0f, fmaxf(0.0f, y));
     const float ramp_mix = (1.0f - y) * p.ext_factor;
-    theta = theta_interp * (1.0f - ramp_mix) + theta_extrap * ramp_mix;
+    // One explicit fused multiply-add: left to the compilers, nvcc contracts a*b + c*d into an FMA and the host
+    // compiler does not, and theta (thousands of radians at long positions) then differs by an ulp between them.
+    theta = fmaf(theta_extrap, ramp_mix, theta_interp * (1.0f - ramp_mix));
     mscale *= 1.0f + 0.1f * logf(1.0f / p.freq_scale);
   }
   *cos_out = cosf(theta) * mscale;
   *sin_out = sinf(theta) * mscale;
 }
 
-// Rotates one pair in place.
+// Rotates one pair in place, with explicit FMAs for the same reason as the blend above.
 PAGEDLLM_HD inline void rope_rotate(float* x0, float* x1, float cos_theta, float sin_theta) {
   const float a = *x0, b = *x1;
-  *x0 = a * cos_theta - b * sin_theta;
-  *x1 = a * sin_theta + b * cos_theta;
+  *x0 = fmaf(a, cos_theta, -(b * sin_theta));
+  *x1 = fmaf(a, sin_theta, b * cos_theta);
 }
 
 }  // namespace pagedllm

@@ -282,7 +282,8 @@ const GpuDeviceInfo& CudaBackend::device_info() const { return impl_->device; }
 uint64_t CudaBackend::weight_bytes() const { return impl_->weight_bytes; }
 
 BandwidthPeak CudaBackend::peak_bandwidth() {
-  return BandwidthPeak{impl_->device.peak_bandwidth_gb_s, "device properties"};
+  const double peak = impl_->device.peak_bandwidth_gb_s;
+  return BandwidthPeak{peak, peak > 0 ? "device properties" : "unknown: the device did not report its memory clock"};
 }
 
 void CudaBackend::begin_batch(const ForwardBatch& batch, const AttentionParams& attention) {

@@ -34,12 +34,16 @@ std::vector<GpuDeviceInfo> query_cuda_devices(std::string& why_none) {
     info.total_memory_bytes = prop.totalGlobalMem;
     int clock_khz = 0;
     int bus_width = 0;
-    cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, i);
-    cudaDeviceGetAttribute(&bus_width, cudaDevAttrGlobalMemoryBusWidth, i);
-    info.memory_clock_khz = clock_khz;
-    info.memory_bus_width_bits = bus_width;
-    // Double data rate: two transfers per clock.
-    info.peak_bandwidth_gb_s = 2.0 * clock_khz * 1e3 * (bus_width / 8.0) / 1e9;
+    const bool clock_known = cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, i) == cudaSuccess;
+    const bool width_known = cudaDeviceGetAttribute(&bus_width, cudaDevAttrGlobalMemoryBusWidth, i) == cudaSuccess;
+    if (!clock_known || !width_known) cudaGetLastError();  // a failed query must not surface at the next call
+    info.memory_clock_khz = clock_known ? clock_khz : 0;
+    info.memory_bus_width_bits = width_known ? bus_width : 0;
+    // Double data rate: two transfers per clock. Zero when the device did not say (the reports then say "unknown"
+    // rather than dividing by it).
+    info.peak_bandwidth_gb_s = clock_known && width_known && clock_khz > 0 && bus_width > 0
+                                   ? 2.0 * clock_khz * 1e3 * (bus_width / 8.0) / 1e9
+                                   : 0.0;
     size_t free_bytes = 0, total_bytes = 0;
     if (cudaSetDevice(i) == cudaSuccess && cudaMemGetInfo(&free_bytes, &total_bytes) == cudaSuccess) {
       info.free_memory_bytes = free_bytes;
