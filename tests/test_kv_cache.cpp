@@ -256,6 +256,35 @@ TEST_CASE("prefix cache: committed full blocks are reused by later prompts that 
   CHECK(cache.check_invariants() == "");
 }
 
+TEST_CASE("prefix cache: equal blocks after different beginnings are different entries (the hash is chained)") {
+  // Prompts [A, C] and [B, C]: their second blocks hold the same tokens but follow different first blocks, so
+  // their K/V differ. Both must be registered and found again, each only after its own beginning.
+  KvCacheManager cache(16, 4, /*prefix_caching=*/true);
+  const std::vector<int32_t> a = {1, 2, 3, 4}, b = {5, 6, 7, 8}, c = {9, 10, 11, 12};
+  auto prompt = [&](const std::vector<int32_t>& head, int last) {
+    std::vector<int32_t> p = head;
+    p.insert(p.end(), c.begin(), c.end());
+    p.push_back(last);
+    return p;
+  };
+  for (const auto* head : {&a, &b}) {
+    const SeqId seq = cache.create_sequence();
+    const std::vector<int32_t> tokens = prompt(*head, 0);
+    REQUIRE(cache.append_slots(seq, static_cast<int>(tokens.size())));
+    cache.commit_tokens(seq, tokens);
+    cache.release(seq);
+  }
+  for (const auto* head : {&a, &b}) {
+    const SeqId seq = cache.create_sequence();
+    CHECK(cache.match_prefix(seq, prompt(*head, 77)) == 8);  // both blocks, for either beginning
+    cache.release(seq);
+  }
+  // A beginning never seen matches nothing, even though its second block's tokens are known.
+  const SeqId other = cache.create_sequence();
+  CHECK(cache.match_prefix(other, prompt({13, 14, 15, 16}, 77)) == 0);
+  CHECK(cache.check_invariants() == "");
+}
+
 TEST_CASE("prefix cache off: nothing is registered or matched") {
   KvCacheManager cache(8, 4, /*prefix_caching=*/false);
   const auto prompt = iota_tokens(9);
