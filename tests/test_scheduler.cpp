@@ -101,6 +101,7 @@ Outcome run_all(const std::vector<GenerationRequest>& requests, const EngineSetu
   REQUIRE(scheduler.check_invariants().empty());
   out.stats = scheduler.stats();
   out.cache = scheduler.cache().stats();
+  CHECK(out.stats.peak_running <= scheduler_cfg.max_seqs);
   CHECK(out.cache.blocks_used == 0);  // every block came back
   CHECK(out.results.size() == requests.size());
   return out;
@@ -483,4 +484,15 @@ TEST_CASE("a sequence that fills a KV cache smaller than the context ends as Cac
   CHECK(context_bound.finish == FinishReason::ContextFull);
   CHECK(context_bound.tokens.size() + encode("Once upon a time").size() == 24);
   CHECK(roomy.stats.cache_full_samples == 0);
+}
+
+TEST_CASE("--max-seqs bounds the sequences holding K/V at once, and a roomy cache fills every seat") {
+  const auto requests = story_requests(12, false);  // 8 requests
+  for (const int max_seqs : {1, 3, 5}) {
+    CAPTURE(max_seqs);
+    SchedulerConfig sc;
+    sc.max_seqs = max_seqs;
+    const Outcome out = run_all(requests, engine_config(256, 8, false), sc);
+    CHECK(out.stats.peak_running == max_seqs);
+  }
 }
