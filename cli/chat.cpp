@@ -579,46 +579,29 @@ void run_chat(const ChatOptions& o) {
 }  // namespace
 
 void add_chat_command(CLI::App& app) {
-  // llama.cpp's -sys and -sysf are multi-letter single-dash flags, which CLI11 cannot declare. The subcommand
-  // therefore takes its arguments raw and parses them with its own parser after spelling those two the long way.
-  CLI::App* cmd = app.add_subcommand("chat", "Talk with the model in the terminal; the conversation stays in the "
-                                             "KV cache (reads one turn per line when stdin is not a terminal)");
-  cmd->prefix_command();
-  cmd->set_help_flag();
-  cmd->callback([cmd] {
-    std::vector<std::string> arguments = cmd->remaining();
-    for (std::string& argument : arguments) {
-      if (argument == "-sys") argument = "--system";
-      else if (argument == "-sysf") argument = "--system-file";
-    }
-    auto o = std::make_shared<ChatOptions>();
-    CLI::App parser{"Talk with the model in the terminal; the conversation stays in the KV cache. When stdin is not "
-                    "a terminal, each input line is one user turn (or a /command) and each answer one output line.",
-                    "pagedllm chat"};
-    add_generation_flags(parser, o->generation);
-    auto* system = parser.add_option("--system", o->system_prompt, "System prompt (also -sys TEXT)");
-    auto* system_file = parser.add_option("--system-file", o->system_file, "Read the system prompt from a file "
-                                                                           "(also -sysf FILE)");
-    system->excludes(system_file);
-    parser.add_option("--chat-template", o->chat_template, "Use a built-in chat format instead of the model's own "
-                                                           "template (" + builtin_chat_template_list() + ")");
-    parser.add_option("-n,--n-predict", o->n_predict, "Most tokens per answer (-1: until an end token or the context "
-                                                      "is full)")->capture_default_str();
-    parser.add_option("--batch-tokens", o->batch_tokens, "Prompt tokens per prefill forward")->capture_default_str();
-    parser.add_flag("--no-color", o->no_color, "No colours or dim status lines (also when NO_COLOR is set)");
-    parser.add_flag("--no-history", o->no_history, "Do not read or write ~/.cache/pagedllm/chat_history");
-    parser.add_flag("--json", o->json, "One JSON object per line on stdout for each input: an answer "
-                                       "{role, content, finish_reason, tokens, prompt_tokens, reused_tokens}, a "
-                                       "command's {command, output}, or {error}");
-    std::reverse(arguments.begin(), arguments.end());  // CLI11 parses a vector from its back
-    try {
-      parser.parse(arguments);
-    } catch (const CLI::ParseError& e) {
-      // Prints the help or the usage error like any subcommand; main() then exits with the code.
-      throw CLI::RuntimeError(parser.exit(e));
-    }
-    run_chat(*o);
-  });
+  add_subcommand_with_aliases(
+      app, "chat",
+      "Talk with the model in the terminal; the conversation stays in the KV cache. When stdin is not a terminal, "
+      "each input line is one user turn (or a /command) and each answer one output line.",
+      {{"-sys", "--system"}, {"-sysf", "--system-file"}}, [](CLI::App& parser) {
+        auto o = std::make_shared<ChatOptions>();
+        add_generation_flags(parser, o->generation);
+        auto* system = parser.add_option("--system", o->system_prompt, "System prompt (also -sys TEXT)");
+        auto* system_file = parser.add_option("--system-file", o->system_file, "Read the system prompt from a file "
+                                                                               "(also -sysf FILE)");
+        system->excludes(system_file);
+        parser.add_option("--chat-template", o->chat_template, "Use a built-in chat format instead of the model's "
+                                                               "own template (" + builtin_chat_template_list() + ")");
+        parser.add_option("-n,--n-predict", o->n_predict, "Most tokens per answer (-1: until an end token or the "
+                                                          "context is full)")->capture_default_str();
+        parser.add_option("--batch-tokens", o->batch_tokens, "Prompt tokens per prefill forward")->capture_default_str();
+        parser.add_flag("--no-color", o->no_color, "No colours or dim status lines (also when NO_COLOR is set)");
+        parser.add_flag("--no-history", o->no_history, "Do not read or write ~/.cache/pagedllm/chat_history");
+        parser.add_flag("--json", o->json, "One JSON object per line on stdout for each input: an answer "
+                                           "{role, content, finish_reason, tokens, prompt_tokens, reused_tokens}, a "
+                                           "command's {command, output}, or {error}");
+        return [o] { run_chat(*o); };
+      });
 }
 
 }  // namespace pagedllm::cli

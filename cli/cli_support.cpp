@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -63,6 +64,32 @@ std::string read_text_file(const std::string& path) {
   buffer << in.rdbuf();
   if (in.bad()) fail("{}: read error", path);
   return buffer.str();
+}
+
+void add_subcommand_with_aliases(CLI::App& app, const std::string& name, const std::string& description,
+                                 std::vector<std::pair<std::string, std::string>> aliases,
+                                 std::function<std::function<void()>(CLI::App& parser)> declare) {
+  CLI::App* cmd = app.add_subcommand(name, description);
+  cmd->prefix_command();
+  cmd->set_help_flag();
+  cmd->callback([cmd, name, description, aliases = std::move(aliases), declare = std::move(declare)] {
+    std::vector<std::string> arguments = cmd->remaining();
+    for (std::string& argument : arguments) {
+      for (const auto& [alias, long_name] : aliases) {
+        if (argument == alias) argument = long_name;
+      }
+    }
+    CLI::App parser{description, "pagedllm " + name};
+    const std::function<void()> run = declare(parser);
+    std::reverse(arguments.begin(), arguments.end());  // CLI11 parses a vector from its back
+    try {
+      parser.parse(arguments);
+    } catch (const CLI::ParseError& e) {
+      // Prints the help or the usage error like any subcommand; main() then exits with the code.
+      throw CLI::RuntimeError(parser.exit(e));
+    }
+    run();
+  });
 }
 
 void add_generation_flags(CLI::App& cmd, GenerationFlags& flags) {

@@ -2,7 +2,10 @@
 // Small pieces several subcommands share: the default model's location, byte sizes like "512M", reading a prompt
 // file, and the flags every generating command has.
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -23,6 +26,14 @@ uint64_t parse_byte_size(const std::string& text, const std::string& flag);
 
 // The whole file as bytes; Error naming the path when it cannot be read.
 std::string read_text_file(const std::string& path);
+
+// A subcommand whose flags include llama.cpp's multi-letter single-dash spellings (-sys, -pg, -npl), which CLI11
+// cannot declare. It takes its arguments raw, respells each alias (first) as its long flag (second), and parses
+// them with a parser of its own: `declare` adds the flags to that parser and returns what to run once they are
+// parsed. Help and usage errors print and exit like any subcommand's.
+void add_subcommand_with_aliases(CLI::App& app, const std::string& name, const std::string& description,
+                                 std::vector<std::pair<std::string, std::string>> aliases,
+                                 std::function<std::function<void()>(CLI::App& parser)> declare);
 
 // Flags shared by run, chat and batch: sampling, threads, context, paging.
 struct GenerationFlags {

@@ -42,6 +42,23 @@ WeightSet forward_weight_set(const ModelConfig& c, const LlamaWeights& w) {
   return set;
 }
 
+ForwardFlops forward_flops(const ModelConfig& c, const ForwardBatch& batch) {
+  const double layer_weights = static_cast<double>(2 * c.q_dim() * c.n_embd + 2 * c.kv_dim() * c.n_embd +
+                                                   3 * c.n_embd * c.n_ff);
+  ForwardFlops flops;
+  flops.matmul = 2.0 * static_cast<double>(batch.n_tokens()) * layer_weights * static_cast<double>(c.n_layer) +
+                 2.0 * static_cast<double>(batch.logit_rows.size()) * static_cast<double>(c.n_vocab * c.n_embd);
+  double keys_seen = 0;  // over the batch's new tokens, the keys each attends to
+  for (const SeqView& s : batch.seqs) {
+    // Positions context - n_new .. context - 1 see position + 1 keys each.
+    const double first = static_cast<double>(s.context_length - s.n_new) + 1.0;
+    const double last = static_cast<double>(s.context_length);
+    keys_seen += (first + last) * static_cast<double>(s.n_new) / 2.0;
+  }
+  flops.attention = 4.0 * static_cast<double>(c.n_head * c.head_dim) * keys_seen * static_cast<double>(c.n_layer);
+  return flops;
+}
+
 namespace {
 
 // The forward's buffers in backend memory, by slot number.

@@ -16,6 +16,14 @@ RopeParams rope_params_for(const ModelConfig& config);
 // Every matrix and vector the forward names, for backends that keep their own copies.
 WeightSet forward_weight_set(const ModelConfig& config, const LlamaWeights& weights);
 
+// The arithmetic of one forward, counted from the shapes: multiply-adds count as two operations.
+struct ForwardFlops {
+  double matmul = 0;     // every weight matrix against every token (the vocabulary projection only for logit rows)
+  double attention = 0;  // q·k and p·v of every new token against the keys it sees (causal)
+  double total() const { return matmul + attention; }
+};
+ForwardFlops forward_flops(const ModelConfig& config, const ForwardBatch& batch);
+
 // One forward of `batch` on `backend`: the new tokens' K/V are written through the slot mapping, every sequence
 // attends over its block table, and the logits of batch.logit_rows are computed. Returns them in backend memory,
 // [logit_rows.size(), n_vocab] (valid until the next forward), and copies them to `host_logits` unless it is null.

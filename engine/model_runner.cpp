@@ -85,6 +85,22 @@ ModelRunner::ModelRunner(const Model& model, const RunnerConfig& config) : model
 
 ModelRunner::~ModelRunner() = default;
 
+std::string ModelRunner::backend_name() const { return backend_->name(); }
+uint64_t ModelRunner::kv_pool_bytes() const { return backend_->kv_pool_bytes(); }
+
+MachinePeaks ModelRunner::peaks(bool with_compute) {
+  MachinePeaks p;
+  const BandwidthPeak bandwidth = backend_->peak_bandwidth();
+  p.bandwidth_gb_s = bandwidth.gb_per_s;
+  p.bandwidth_source = bandwidth.source;
+  if (with_compute) {
+    const ComputePeak compute = backend_->peak_compute();
+    p.compute_gflop_s = compute.gflop_per_s;
+    p.compute_source = compute.source;
+  }
+  return p;
+}
+
 int ModelRunner::num_blocks() const { return backend_->kv_geometry().num_blocks; }
 int ModelRunner::block_size() const { return backend_->kv_geometry().block_size; }
 
@@ -102,13 +118,17 @@ std::span<const float> ModelRunner::run(const ForwardBatch& batch, const std::ve
     kv_tokens_read += static_cast<uint64_t>(s.context_length);
   }
   counters_.forwards += 1;
+  const double flops = forward_flops(model_.config, batch).total();
   if (all_single) {
+    counters_.decode_flops += flops;
     counters_.decode_tokens += batch.n_tokens();
     counters_.decode_steps += 1;
     counters_.decode_seconds += seconds;
     counters_.decode_weight_bytes += model_.weights.bytes_per_step;
     counters_.decode_kv_bytes += kv_tokens_read * kv_bytes_per_token_;
   } else {
+    counters_.prefill_flops += flops;
+    counters_.prefill_bytes += model_.weights.bytes_per_step + kv_tokens_read * kv_bytes_per_token_;
     counters_.prefill_tokens += batch.n_tokens();
     counters_.prefill_seconds += seconds;
   }

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "engine/devices.h"
@@ -45,7 +46,18 @@ struct RunnerCounters {
   double decode_seconds = 0;
   uint64_t decode_weight_bytes = 0;  // weights read by decode steps (once per step)
   uint64_t decode_kv_bytes = 0;      // K/V read by decode steps (every cached token of every sequence)
+  uint64_t prefill_bytes = 0;        // weights once per prefill step + the K/V each sequence's context holds
+  double prefill_flops = 0;          // arithmetic of prefill steps (engine/llama_forward.h: forward_flops)
+  double decode_flops = 0;
   int64_t forwards = 0;
+};
+
+// What the backend's memory and arithmetic can do at best, and how each figure was obtained (0: unknown).
+struct MachinePeaks {
+  double bandwidth_gb_s = 0;
+  std::string bandwidth_source;
+  double compute_gflop_s = 0;
+  std::string compute_source;
 };
 
 class ModelRunner {
@@ -67,6 +79,11 @@ class ModelRunner {
   Backend& backend() { return *backend_; }
   const Backend& backend() const { return *backend_; }
   const RunnerCounters& counters() const { return counters_; }
+  std::string backend_name() const;
+  uint64_t kv_pool_bytes() const;
+  // The backend's peaks (a CPU measures them once and caches the figures); `with_compute` false skips the
+  // compute probe.
+  MachinePeaks peaks(bool with_compute = true);
 
   // Executes `copies`, then one forward of `batch`. Returns the logits of batch.logit_rows, [n_logits, n_vocab],
   // valid until the next call.

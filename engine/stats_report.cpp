@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include "common/timing.h"
-#include "kernels/backend.h"
 
 
 namespace pagedllm {
@@ -92,12 +91,12 @@ StatsReport make_stats_report(ModelRunner& runner, const CacheStats& cache, cons
   r.counters = runner.counters();
   r.weight_bytes_per_step = runner.model().weights.bytes_per_step;
   r.kv_bytes_per_token = runner.kv_bytes_per_token();
-  r.kv_pool_bytes = runner.backend().kv_pool_bytes();
-  r.backend = runner.backend().name();
+  r.kv_pool_bytes = runner.kv_pool_bytes();
+  r.backend = runner.backend_name();
   r.n_threads = runner.n_threads();
-  const BandwidthPeak peak = runner.backend().peak_bandwidth();
-  r.peak_gb_s = peak.gb_per_s;
-  r.peak_source = peak.source;
+  const MachinePeaks peaks = runner.peaks(/*with_compute=*/false);
+  r.peak_gb_s = peaks.bandwidth_gb_s;
+  r.peak_source = peaks.bandwidth_source;
   return r;
 }
 

@@ -108,6 +108,12 @@ struct BandwidthPeak {
   std::string source;  // how it was obtained
 };
 
+// A device's peak arithmetic rate, the denominator of "% of peak compute" in benchmarks; 0 when unknown.
+struct ComputePeak {
+  double gflop_per_s = 0.0;
+  std::string source;  // how it was obtained
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -116,6 +122,7 @@ class Backend {
   virtual const KvGeometry& kv_geometry() const = 0;
   virtual uint64_t kv_pool_bytes() const = 0;
   virtual BandwidthPeak peak_bandwidth() = 0;
+  virtual ComputePeak peak_compute() = 0;
 
   // ---------------------------------------------------------------- one forward
   // Makes `batch` the current one: the ops below read its tokens, positions, slot mapping, sequences and logit rows;
@@ -156,6 +163,9 @@ class Backend {
   // q: [n_tokens, n_head, head_dim], rounded in place to the cache's element type first when that is F16 (q·k is
   // then formed as llama.cpp forms it with an F16 cache); out: [n_tokens, n_head, head_dim].
   virtual void attention(int layer, float* q, float* out, const AttentionParams& params) = 0;
+  // The same attention computed naively, with each row's whole score vector in memory: the test oracle and the
+  // baseline benchmarks compare the tiled kernels with. q is not rounded here (the caller's attention() did it).
+  virtual void attention_reference(int layer, const float* q, float* out, const AttentionParams& params) = 0;
   // gate = silu(gate) * up. gate, up: [n].
   virtual void swiglu(float* gate, const float* up, int64_t n) = 0;
   // x += y. x, y: [n].

@@ -362,9 +362,11 @@ std::vector<uint8_t> GgufWriter::to_bytes() const {
   return image;
 }
 
-void GgufWriter::write_file(const std::string& path) const {
+void GgufWriter::write_file(const std::string& path, const std::function<void(uint64_t, uint64_t)>& progress) const {
   GgufLayout layout;
   const std::vector<uint8_t> head = serialize_head(layout);
+  uint64_t total = head.size(), written = head.size();
+  for (const PendingTensor& t : tensors_) total += pad_to(t.n_bytes, layout.alignment);
   TempFile file(fmt::format("{}.partial-{}", path, ::getpid()));
   file.write(head.data(), head.size());
   std::vector<uint8_t> generated;  // [n_bytes of the current generated tensor]
@@ -378,6 +380,8 @@ void GgufWriter::write_file(const std::string& path) const {
       file.write(t.data.data(), t.n_bytes);
     }
     file.write_zeros(pad_to(t.n_bytes, layout.alignment) - t.n_bytes);
+    written += pad_to(t.n_bytes, layout.alignment);
+    if (progress) progress(written, total);
   }
   file.commit(path);
 }

@@ -108,7 +108,9 @@ class GgufWriter {
   // Streams the file to `path` through a temporary file in the same folder that is renamed over `path` only
   // when complete, so a half-written model never appears under the real name. Peak memory is the largest
   // generated tensor.
-  void write_file(const std::string& path) const;
+  // `progress(bytes_written, total_bytes)`, when given, is called after each tensor.
+  void write_file(const std::string& path,
+                  const std::function<void(uint64_t, uint64_t)>& progress = {}) const;
 
   // Bytes a tensor of this shape and type occupies (ne[0] must be a multiple of the block size).
   static uint64_t tensor_bytes(std::span<const int64_t> ne, GgmlType type);

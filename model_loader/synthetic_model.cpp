@@ -38,6 +38,8 @@ constexpr Preset kPresets[] = {
     {"mistral-7b", 32000, 4096, 32, 32, 8, 14336, 32768, 1000000.0f, false},
     {"smollm2-135m", 49152, 576, 30, 9, 3, 1536, 8192, 100000.0f, true},
     {"tinyllama-1.1b", 32000, 2048, 22, 32, 4, 5632, 2048, 10000.0f, false},
+    {"llama-3.2-1b", 128256, 2048, 16, 32, 8, 8192, 131072, 500000.0f, true},
+    {"stories260k", 512, 64, 5, 8, 4, 172, 2048, 10000.0f, false},
     {"tiny", 320, 256, 2, 4, 2, 512, 512, 10000.0f, false},
 };
 
@@ -59,10 +61,19 @@ float approx_standard_normal(uint64_t& state) {
   return static_cast<float>((sum - kMean) / kStddev);
 }
 
-// Fills `out` (a 2-D tensor [ne0, n_rows] of `type`) with N(0, stddev) values, encoded row by row.
+// Above this many elements a tensor repeats its first kDistinctRows rows: encoding every row (the K-quant
+// quantizers take hundreds of ns per element) would make a 7B model take most of an hour to write, and a
+// benchmark reads a repeating tensor from memory just the same.
+constexpr int64_t kAllDistinctElements = int64_t{16} << 20;
+constexpr int64_t kDistinctRows = 256;
+
+// Fills `out` (a 2-D tensor [ne0, n_rows] of `type`) with N(0, stddev) values, encoded row by row; a large
+// tensor's rows cycle through its first kDistinctRows.
 void fill_random_rows(std::span<uint8_t> out, GgmlType type, int64_t ne0, int64_t n_rows, float stddev,
                       uint64_t seed) {
   const size_t bytes_per_row = row_bytes(type, ne0);
+  const int64_t all_rows = n_rows;
+  if (ne0 * n_rows > kAllDistinctElements && n_rows > kDistinctRows) n_rows = kDistinctRows;
   const int64_t rows_per_chunk = std::max<int64_t>(1, kElementsPerChunk / ne0);
   const int64_t n_chunks = (n_rows + rows_per_chunk - 1) / rows_per_chunk;
   std::atomic<int64_t> next_chunk{0};
@@ -84,6 +95,10 @@ void fill_random_rows(std::span<uint8_t> out, GgmlType type, int64_t ne0, int64_
   for (int64_t t = 1; t < n_threads; ++t) threads.emplace_back(work);
   work();
   for (std::thread& t : threads) t.join();
+  const size_t distinct_bytes = static_cast<size_t>(n_rows) * bytes_per_row;
+  for (size_t at = distinct_bytes; at < static_cast<size_t>(all_rows) * bytes_per_row; at += distinct_bytes) {
+    std::memcpy(out.data() + at, out.data(), std::min(distinct_bytes, static_cast<size_t>(all_rows) * bytes_per_row - at));
+  }
 }
 
 uint64_t tensor_seed(uint64_t model_seed, uint64_t tensor_index) {
@@ -296,8 +311,9 @@ std::vector<uint8_t> build_synthetic_gguf(const SyntheticModelSpec& spec) {
   return synthetic_model_writer(spec).to_bytes();
 }
 
-void write_synthetic_gguf(const SyntheticModelSpec& spec, const std::string& path) {
-  synthetic_model_writer(spec).write_file(path);
+void write_synthetic_gguf(const SyntheticModelSpec& spec, const std::string& path,
+                          const std::function<void(uint64_t, uint64_t)>& progress) {
+  synthetic_model_writer(spec).write_file(path, progress);
 }
 
 }  // namespace pagedllm

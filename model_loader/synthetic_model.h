@@ -3,6 +3,7 @@
 // minimal SentencePiece-style vocabulary, written by GgufWriter. Complete enough to load and run end to end, so
 // unit tests and benchmarks can use any shape without downloading anything.
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,7 +32,9 @@ struct SyntheticModelSpec {
 };
 
 // Presets with the real hyper-parameters: "llama-3-8b", "llama-2-7b", "mistral-7b", "smollm2-135m",
-// "tinyllama-1.1b", and "tiny" (a few MB, for unit tests). Unknown names are an Error listing the presets.
+// "tinyllama-1.1b", "llama-3.2-1b", "stories260k", and "tiny" (a few MB, for unit tests). Unknown names are an
+// Error listing the presets. Tensors over 16M elements repeat their first 256 rows (fast to write, the same to
+// read for a benchmark).
 SyntheticModelSpec synthetic_spec(std::string_view preset);
 std::vector<std::string> synthetic_presets();
 
@@ -48,7 +51,9 @@ GgufWriter synthetic_model_writer(const SyntheticModelSpec& spec);
 // Convenience: the file image in memory (peak memory about the file size).
 std::vector<uint8_t> build_synthetic_gguf(const SyntheticModelSpec& spec);
 // Streams the model to `path` (peak memory about the largest tensor); the file appears only when complete.
-void write_synthetic_gguf(const SyntheticModelSpec& spec, const std::string& path);
+// `progress(bytes_written, total_bytes)` is called after each tensor.
+void write_synthetic_gguf(const SyntheticModelSpec& spec, const std::string& path,
+                          const std::function<void(uint64_t, uint64_t)>& progress = {});
 
 // The vocabulary written into synthetic models: "<unk>", "<s>", "</s>", "<0x00>".."<0xFF>", "▁", then distinct
 // letter pieces ("a", "▁a", ..., "▁ab", ...) up to n_vocab. Every piece's prefixes are themselves pieces, so the

@@ -25,6 +25,15 @@ BandwidthPeak CpuBackend::peak_bandwidth() {
   return peak_;
 }
 
+ComputePeak CpuBackend::peak_compute() {
+  if (compute_peak_.gflop_per_s <= 0.0) {
+    const FmaThroughput measured = cpu_compute_peak(thread_pool_);
+    compute_peak_.gflop_per_s = measured.gflop_per_s;
+    compute_peak_.source = fmt::format("probe: {}{}", measured.method, measured.from_cache ? ", cached" : "");
+  }
+  return compute_peak_;
+}
+
 const ForwardBatch& CpuBackend::batch() const {
   if (batch_ == nullptr) fail("internal: a CPU op that reads the batch ran before begin_batch");
   return *batch_;
@@ -94,12 +103,7 @@ void CpuBackend::write_kv(int layer, const float* k, const float* v) {
   kv_pool_.write(layer, k, v, batch().slot_mapping);
 }
 
-void CpuBackend::attention(int layer, float* q, float* out, const AttentionParams& params) {
-  const ForwardBatch& b = batch();
-  if (kv_pool_.dtype() == KvDtype::F16) {
-    const int64_t count = static_cast<int64_t>(b.n_tokens()) * params.n_head * params.head_dim;
-    for (int64_t i = 0; i < count; ++i) q[i] = round_through_fp16(q[i]);
-  }
+AttentionArgs CpuBackend::attention_args(int layer, const float* q, float* out, const AttentionParams& params) const {
   AttentionArgs args;
   args.q = q;
   args.out = out;
@@ -112,7 +116,21 @@ void CpuBackend::attention(int layer, float* q, float* out, const AttentionParam
   args.block_size = kv_pool_.block_size();
   args.scale = params.scale;
   args.seqs = seq_attention_;
-  paged_attention(args, thread_pool_);
+  return args;
+}
+
+void CpuBackend::attention(int layer, float* q, float* out, const AttentionParams& params) {
+  const ForwardBatch& b = batch();
+  if (kv_pool_.dtype() == KvDtype::F16) {
+    const int64_t count = static_cast<int64_t>(b.n_tokens()) * params.n_head * params.head_dim;
+    for (int64_t i = 0; i < count; ++i) q[i] = round_through_fp16(q[i]);
+  }
+  paged_attention(attention_args(layer, q, out, params), thread_pool_);
+}
+
+void CpuBackend::attention_reference(int layer, const float* q, float* out, const AttentionParams& params) {
+  batch();
+  naive_attention(attention_args(layer, q, out, params));
 }
 
 void CpuBackend::swiglu(float* gate, const float* up, int64_t n) { pagedllm::swiglu(gate, up, n); }

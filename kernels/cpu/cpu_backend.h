@@ -21,6 +21,7 @@ class CpuBackend : public Backend {
   const KvGeometry& kv_geometry() const override { return kv_pool_.geometry(); }
   uint64_t kv_pool_bytes() const override { return kv_pool_.size_bytes(); }
   BandwidthPeak peak_bandwidth() override;
+  ComputePeak peak_compute() override;
 
   void begin_batch(const ForwardBatch& batch, const AttentionParams& attention) override;
   float* buffer(int slot, int64_t n) override;
@@ -37,6 +38,7 @@ class CpuBackend : public Backend {
             const float* freq_factors) override;
   void write_kv(int layer, const float* k, const float* v) override;
   void attention(int layer, float* q, float* out, const AttentionParams& params) override;
+  void attention_reference(int layer, const float* q, float* out, const AttentionParams& params) override;
   void swiglu(float* gate, const float* up, int64_t n) override;
   void add(float* x, const float* y, int64_t n) override;
   void read_to_host(const float* x, int64_t n, float* host) override;
@@ -46,6 +48,7 @@ class CpuBackend : public Backend {
 
  private:
   const ForwardBatch& batch() const;
+  AttentionArgs attention_args(int layer, const float* q, float* out, const AttentionParams& params) const;
 
   KvPool kv_pool_;
   ThreadPool thread_pool_;
@@ -54,6 +57,7 @@ class CpuBackend : public Backend {
   std::vector<SeqAttention> seq_attention_;       // [n_seqs] the batch's sequences as the attention kernel takes them
   std::vector<std::vector<float>> buffers_;       // by slot
   BandwidthPeak peak_;
+  ComputePeak compute_peak_;
 };
 
 }  // namespace pagedllm

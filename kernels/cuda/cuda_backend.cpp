@@ -66,6 +66,7 @@ struct CudaBackend::Impl {
   DeviceBuffer matmul_activations;    // converted activations (cuda::matmul_activation_bytes)
   DeviceBuffer weight_tile;           // dequantized weight rows for cuBLAS
   DeviceBuffer partials;              // [n_partials, n_head, head_dim + 2] split-decode partials
+  DeviceBuffer reference_scores;      // the naive attention's score matrix
   DeviceBuffer inputs;                // the packed per-forward inputs (InputLayout)
   PinnedBuffer staging;               // host side of `inputs`
   DeviceBuffer sampling_inputs;       // SamplingLayout
@@ -286,6 +287,25 @@ BandwidthPeak CudaBackend::peak_bandwidth() {
   return BandwidthPeak{peak, peak > 0 ? "device properties" : "unknown: the device did not report its memory clock"};
 }
 
+ComputePeak CudaBackend::peak_compute() {
+  // Dense f16 tensor-core multiply-adds per clock per SM, by architecture (NVIDIA's published per-SM rates):
+  // Ampere (8.0) 1024, consumer Ampere/Ada (8.6, 8.9) 512, Hopper (9.0) 2048. Two operations each.
+  const GpuDeviceInfo& d = impl_->device;
+  int fma_per_clock = 0;
+  if (d.compute_major == 8 && d.compute_minor == 0) fma_per_clock = 1024;
+  else if (d.compute_major == 8) fma_per_clock = 512;
+  else if (d.compute_major == 9) fma_per_clock = 2048;
+  int clock_khz = 0;
+  if (fma_per_clock == 0 || cudaDeviceGetAttribute(&clock_khz, cudaDevAttrClockRate, d.index) != cudaSuccess ||
+      clock_khz <= 0) {
+    cudaGetLastError();
+    return ComputePeak{0.0, fmt::format("unknown for compute capability {}.{}", d.compute_major, d.compute_minor)};
+  }
+  const double gflops = 2.0 * fma_per_clock * d.multiprocessors * clock_khz / 1e6;
+  return ComputePeak{gflops, fmt::format("f16 tensor cores: {} SMs x {} MHz x {} FMA/clock", d.multiprocessors,
+                                         clock_khz / 1000, fma_per_clock)};
+}
+
 void CudaBackend::begin_batch(const ForwardBatch& batch, const AttentionParams& attention) {
   Impl& s = *impl_;
   check_forward_batch(batch, s.kv_geometry);
@@ -418,6 +438,25 @@ void CudaBackend::attention(int layer, float* q, float* out, const AttentionPara
   cuda::paged_decode_attention(args, s.input<cuda::DecodeWork>(s.layout.work), static_cast<int>(s.decode.work.size()),
                                s.decode.heads_per_item, s.input<cuda::DecodeMerge>(s.layout.merges),
                                static_cast<int>(s.decode.merges.size()), s.partials.as<float>(), s.stream);
+}
+
+void CudaBackend::attention_reference(int layer, const float* q, float* out, const AttentionParams& params) {
+  Impl& s = *impl_;
+  cuda::AttentionLaunch args;
+  args.q = q;
+  args.out = out;
+  args.k_pool = s.k_pool(layer);
+  args.v_pool = s.v_pool(layer);
+  args.seqs = s.input<cuda::DeviceSeq>(s.layout.seqs);
+  args.block_tables = s.input<int32_t>(s.layout.tables);
+  args.n_head = params.n_head;
+  args.n_head_kv = params.n_head_kv;
+  args.head_dim = params.head_dim;
+  args.block_size = s.kv_geometry.block_size;
+  args.scale = params.scale;
+  const int n_seqs = static_cast<int>(s.seqs.size());
+  s.reference_scores.reserve(cuda::naive_attention_scores_bytes(s.seqs.data(), n_seqs, params.n_head));
+  cuda::naive_attention(args, s.seqs.data(), n_seqs, s.reference_scores.as<float>(), s.stream);
 }
 
 void CudaBackend::swiglu(float* gate, const float* up, int64_t n) { cuda::swiglu(gate, up, n, impl_->stream); }

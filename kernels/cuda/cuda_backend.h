@@ -40,6 +40,7 @@ class CudaBackend : public Backend {
   const KvGeometry& kv_geometry() const override;
   uint64_t kv_pool_bytes() const override;
   BandwidthPeak peak_bandwidth() override;
+  ComputePeak peak_compute() override;
 
   void begin_batch(const ForwardBatch& batch, const AttentionParams& attention) override;
   float* buffer(int slot, int64_t n) override;
@@ -56,6 +57,7 @@ class CudaBackend : public Backend {
             const float* freq_factors) override;
   void write_kv(int layer, const float* k, const float* v) override;
   void attention(int layer, float* q, float* out, const AttentionParams& params) override;
+  void attention_reference(int layer, const float* q, float* out, const AttentionParams& params) override;
   void swiglu(float* gate, const float* up, int64_t n) override;
   void add(float* x, const float* y, int64_t n) override;
   void read_to_host(const float* x, int64_t n, float* host) override;
