@@ -29,11 +29,12 @@ namespace {
 
 const std::string kSmol = PAGEDLLM_SOURCE_DIR "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-// One private tmux server (its own socket), killed at the end.
+// One private tmux server (its own socket), killed at the end. Each terminal gets a socket of its own: a new
+// server on the socket of one still shutting down could go down with it.
 class Terminal {
  public:
   explicit Terminal(const std::string& command)
-      : socket_("pagedllm-chat-test-" + std::to_string(::getpid())) {
+      : socket_("pagedllm-chat-test-" + std::to_string(::getpid()) + "-" + std::to_string(instances_++)) {
     tmux("new-session -d -x 160 -y 60 " + shell_quote(command));
   }
   ~Terminal() { tmux("kill-server"); }
@@ -73,6 +74,7 @@ class Terminal {
   int tmux(const std::string& arguments) const {
     return std::system(("tmux -L " + socket_ + " " + arguments + " >/dev/null 2>&1").c_str());
   }
+  static inline int instances_ = 0;
   std::string socket_;
 };
 
