@@ -56,9 +56,10 @@ ModelRunner::ModelRunner(const Model& model, const RunnerConfig& config) : model
            config.kv_mem_bytes, block_bytes, config.block_size);
     }
   } else if (config.default_kv_cap_bytes > 0) {
-    // Room for every hinted sequence at full context, within the cap, but never less than one context.
-    const uint64_t wanted = static_cast<uint64_t>(n_ctx_) * static_cast<uint64_t>(std::max(1, config.n_seq_hint)) *
-                            kv_bytes_per_token_;
+    // Room for every hinted sequence at full context (whole blocks each), within the cap, but never less than one
+    // context.
+    const uint64_t wanted = static_cast<uint64_t>(blocks_per_context) *
+                            static_cast<uint64_t>(std::max(1, config.n_seq_hint)) * block_bytes;
     const uint64_t floor = static_cast<uint64_t>(n_ctx_ + 2 * config.block_size) * kv_bytes_per_token_;
     num_blocks = kv_blocks_for_budget(std::max(floor, std::min(wanted, config.default_kv_cap_bytes)), kv);
   } else {

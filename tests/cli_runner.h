@@ -2,6 +2,7 @@
 // Runs the built pagedllm binary with arguments and captures stdout, stderr and the exit code, for the tests
 // that check the command line as a user sees it.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -10,6 +11,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 namespace pagedllm::test {
 
@@ -36,14 +39,17 @@ inline std::string slurp(const std::filesystem::path& path) {
 }
 
 // `args` is appended to the binary path as is (quote with shell_quote where needed); `stdin_text` is piped in.
-inline CommandResult run_pagedllm(const std::string& args, const std::string& stdin_text = "") {
+// `env`, when given, is what env(1) takes before the command: "-u XDG_CACHE_HOME HOME='/tmp/x' NAME=value".
+inline CommandResult run_pagedllm_env(const std::string& env, const std::string& args,
+                                      const std::string& stdin_text = "") {
   static int counter = 0;
   const auto dir = std::filesystem::temp_directory_path() /
                    ("pagedllm-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
   std::filesystem::create_directories(dir);
   const auto in_path = dir / "stdin", out_path = dir / "stdout", err_path = dir / "stderr";
   { std::ofstream(in_path, std::ios::binary) << stdin_text; }
-  const std::string command = shell_quote(PAGEDLLM_BINARY) + " " + args + " <" + shell_quote(in_path.string()) +
+  const std::string command = (env.empty() ? "" : "env " + env + " ") + shell_quote(PAGEDLLM_BINARY) + " " + args +
+                              " <" + shell_quote(in_path.string()) +
                               " >" + shell_quote(out_path.string()) + " 2>" + shell_quote(err_path.string());
   const int status = std::system(command.c_str());
   CommandResult result;
@@ -52,6 +58,29 @@ inline CommandResult run_pagedllm(const std::string& args, const std::string& st
   result.err = slurp(err_path);
   std::filesystem::remove_all(dir);
   return result;
+}
+
+inline CommandResult run_pagedllm(const std::string& args, const std::string& stdin_text = "") {
+  return run_pagedllm_env("", args, stdin_text);
+}
+
+// The JSON object on the last non-empty line of `text` (where --stats json puts its report).
+inline nlohmann::json last_json_object(const std::string& text) {
+  const auto end = text.find_last_not_of('\n');
+  if (end == std::string::npos) return nlohmann::json();
+  const auto newline = text.rfind('\n', end);
+  const auto begin = newline == std::string::npos ? 0 : newline + 1;
+  return nlohmann::json::parse(text.substr(begin, end + 1 - begin), nullptr, /*allow_exceptions=*/false);
+}
+
+// Bytes one token takes in the K/V cache, worked out from the model's shape as `pagedllm info --json` reports it:
+// a K and a V row in every layer, n_head_kv heads of head_dim elements of `element_bytes` each.
+inline int64_t kv_bytes_per_token(const std::string& model, int element_bytes) {
+  const CommandResult info = run_pagedllm("info -m " + shell_quote(model) + " --json");
+  if (info.exit_code != 0) return -1;
+  const nlohmann::json config = nlohmann::json::parse(info.out)["config"];
+  return 2 * config["n_layer"].get<int64_t>() * config["n_head_kv"].get<int64_t>() *
+         config["head_dim"].get<int64_t>() * element_bytes;
 }
 
 }  // namespace pagedllm::test

@@ -213,3 +213,49 @@ TEST_CASE("a model whose chat template the interpreter rejects falls back to cha
   CHECK(status_lines(r.err) == 1);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("/system TEXT sets the system prompt of the next answer, /system shows it, /system - removes it") {
+  const auto dir = scratch_dir("-system");
+  const std::string with_system = (dir / "with_system.json").string(), without = (dir / "without.json").string();
+  const std::string script =
+      "Hello\n"
+      "/system You are a pirate.\n"
+      "/system\n"
+      "Hi again\n"
+      "/stats\n"
+      "/save " + with_system + "\n"
+      "/system -\n"
+      "/system\n"
+      "Bye\n"
+      "/stats\n"
+      "/save " + without + "\n";
+  const auto r = run_pagedllm("chat -m " + shell_quote(kStories) + " --temp 0 -n 8 -c 256 --no-history", script);
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  INFO("stdout: " << r.out << "\nstderr: " << r.err);
+  CHECK(r.out.find("\nYou are a pirate.\n") != std::string::npos);  // /system shows it
+  CHECK(r.out.find("(no system prompt)") != std::string::npos);     // ... and, once removed, that there is none
+
+  // Each answer's prompt is the conversation up to its question, as `pagedllm template` renders it and
+  // `pagedllm tokenize` counts it: with the system message first, then without it.
+  auto prompt_tokens = [&](const std::string& saved, bool expect_system) {
+    nlohmann::json messages = nlohmann::json::parse(slurp(saved))["messages"];
+    REQUIRE(messages.size() >= 2);
+    CHECK((messages[0]["role"] == "system" && messages[0]["content"] == "You are a pirate.") == expect_system);
+    for (size_t i = 1; i < messages.size(); ++i) CHECK(messages[i]["role"] != "system");
+    messages.erase(messages.size() - 1);  // the answer itself
+    const std::string conversation = (dir / "conversation.json").string(), prompt = (dir / "prompt.txt").string();
+    std::ofstream(conversation) << messages.dump();
+    const auto rendered = run_pagedllm("template -m " + shell_quote(kStories) + " --add-generation-prompt --messages " +
+                                       shell_quote(conversation));
+    REQUIRE_MESSAGE(rendered.exit_code == 0, rendered.err);
+    std::ofstream(prompt, std::ios::binary) << rendered.out;
+    const auto tokens = run_pagedllm("tokenize -m " + shell_quote(kStories) + " --ids --special -f " + shell_quote(prompt));
+    REQUIRE_MESSAGE(tokens.exit_code == 0, tokens.err);
+    return static_cast<int>(nlohmann::json::parse(tokens.out).size());
+  };
+  const std::vector<TurnLine> turns = turn_lines(r.out);
+  REQUIRE(turns.size() == 2);
+  CHECK(turns[0].prompt == prompt_tokens(with_system, true));
+  CHECK(turns[1].prompt == prompt_tokens(without, false));
+  std::filesystem::remove_all(dir);
+}
