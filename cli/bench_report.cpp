@@ -71,6 +71,21 @@ std::string csv_cell(const nlohmann::ordered_json& value) {
 
 std::string basename_of(const std::string& path) { return std::filesystem::path(path).filename().string(); }
 
+// The test's name without the value the chart runs along: pp16, pp32, pp64 are one line "pp" along n_prompt.
+std::string test_kind(const BenchRecord& record, const std::string& x_field) {
+  const int64_t n_prompt = int_field(record, "n_prompt", 0), n_gen = int_field(record, "n_gen", 0);
+  const int64_t n_depth = int_field(record, "n_depth", 0);
+  std::string name;
+  if (n_prompt > 0) name += x_field == "n_prompt" ? "pp" : fmt::format("pp{}", n_prompt);
+  if (n_gen > 0) {
+    if (!name.empty()) name += '+';
+    name += x_field == "n_gen" ? std::string("tg") : fmt::format("tg{}", n_gen);
+  }
+  if (x_field == "n_depth") name += " @ depth";
+  else if (n_depth > 0) name += fmt::format(" @ d{}", n_depth);
+  return name;
+}
+
 }  // namespace
 
 std::string bench_test_name(const BenchRecord& record) {
@@ -175,7 +190,11 @@ std::string render_bench(const std::vector<BenchRecord>& records, const std::str
     for (size_t i = 0; i < cells.size(); ++i) {
       const std::string pad(widths[i] - width_of(cells[i]), ' ');
       const bool right = numeric_right && right_aligned(i);
-      out += " " + (right ? pad + cells[i] : cells[i] + pad) + " |";
+      out += ' ';
+      out += right ? pad : "";
+      out += cells[i];
+      out += right ? "" : pad;
+      out += " |";
     }
     return out + "\n";
   };
@@ -298,7 +317,7 @@ std::string render_bench_svg(const std::vector<BenchRecord>& records, const std:
     for (const std::string& field : series_fields) {
       if (field == x_field) continue;
       if (!label.empty()) label += ", ";
-      label += field == "test" ? bench_test_name(r) : field + "=" + text(r, field.c_str());
+      label += field == "test" ? test_kind(r, x_field) : field + "=" + text(r, field.c_str());
     }
     if (label.empty()) label = "tokens/s";
     series[label].push_back(Point{number(r, x_field.c_str()), number(r, "avg_ts"), number(r, "bandwidth_percent")});
@@ -362,8 +381,12 @@ std::string render_bench_svg(const std::vector<BenchRecord>& records, const std:
     const char* color = colors[index % 8];
     std::string xs, ys, line_points;
     for (const Point& p : points) {
-      xs += (xs.empty() ? "" : ",") + fmt::format("{:.6g}", p.x);
-      ys += (ys.empty() ? "" : ",") + fmt::format("{:.6g}", p.y);
+      if (!xs.empty()) {
+        xs += ',';
+        ys += ',';
+      }
+      xs += fmt::format("{:.6g}", p.x);
+      ys += fmt::format("{:.6g}", p.y);
       line_points += fmt::format("{:.1f},{:.1f} ", sx(p.x), sy(p.y));
     }
     std::string escaped;

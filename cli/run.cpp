@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "engine/model.h"
 #include "engine/model_runner.h"
+#include "engine/op_profile.h"
 #include "engine/prompt.h"
 #include "engine/scheduler.h"
 #include "engine/stats_report.h"
@@ -35,7 +36,31 @@ struct RunOptions {
   std::string chat_template;
   std::string system_prompt;
   int batch_tokens = 512;
+  bool profile = false;
 };
+
+// The per-op table of one phase: where its time went, and what each op moved and computed against the peaks.
+std::string profile_table(const char* phase, int64_t forwards, const std::vector<OpProfileRow>& rows,
+                          const MachinePeaks& peaks) {
+  double total = 0;
+  for (const OpProfileRow& r : rows) total += r.seconds;
+  std::string out = fmt::format("profile: {}, {} forwards, {:.1f} ms in ops\n", phase, forwards, total * 1e3);
+  if (rows.empty()) return out;
+  out += fmt::format("  {:<32} {:>7} {:>10} {:>7} {:>10} {:>8} {:>6} {:>9} {:>6}\n", "op", "calls", "ms", "share",
+                     "MB", "GB/s", "% BW", "GFLOP/s", "% FLOP");
+  std::vector<OpProfileRow> sorted = rows;
+  std::sort(sorted.begin(), sorted.end(), [](const OpProfileRow& a, const OpProfileRow& b) { return a.seconds > b.seconds; });
+  auto percent = [](double value, double peak) { return peak > 0 ? fmt::format("{:.1f}", 100.0 * value / peak) : "-"; };
+  for (const OpProfileRow& r : sorted) {
+    const double gb_s = r.seconds > 0 ? r.bytes / r.seconds / 1e9 : 0;
+    const double gflop_s = r.seconds > 0 ? r.flops / r.seconds / 1e9 : 0;
+    out += fmt::format("  {:<32} {:>7} {:>10.2f} {:>6.1f}% {:>10.2f} {:>8.2f} {:>6} {:>9.1f} {:>6}\n", r.op, r.calls,
+                       r.seconds * 1e3, total > 0 ? 100.0 * r.seconds / total : 0.0, r.bytes / 1e6, gb_s,
+                       percent(gb_s, peaks.bandwidth_gb_s), gflop_s,
+                       r.flops > 0 ? percent(gflop_s, peaks.compute_gflop_s) : std::string("-"));
+  }
+  return out;
+}
 
 // Streams the one sample's text as it comes; keeps the result.
 class RunSink : public TokenSink {
@@ -68,6 +93,7 @@ void run_generation(const RunOptions& o) {
   const SamplingParams sampling = sampling_from_flags(o.generation);
   RunnerConfig runner_config = runner_config_from_flags(o.generation);
   runner_config.n_seq_hint = o.parallel;
+  runner_config.profile = o.profile;
 
   const std::string prompt = o.prompt_file.empty() ? o.prompt : read_text_file(o.prompt_file);
   const std::string model_path = o.generation.model_path.empty() ? default_model_path() : o.generation.model_path;
@@ -127,6 +153,14 @@ void run_generation(const RunOptions& o) {
     }
   }
 
+  if (const OpProfile* profile = runner.profile(); profile != nullptr) {
+    const MachinePeaks peaks = runner.peaks();
+    fmt::print(stderr, "\n{}{}peaks: {:.2f} GB/s ({}); {:.1f} GFLOP/s ({}). Ops wait for the device one by one while "
+                       "profiling.\n",
+               profile_table("prefill", profile->prefill_forwards, profile->prefill, peaks),
+               profile_table("decode", profile->decode_forwards, profile->decode, peaks), peaks.bandwidth_gb_s,
+               peaks.bandwidth_source, peaks.compute_gflop_s, peaks.compute_source);
+  }
   if (o.stats == "none") return;
   const RunnerCounters& counters = runner.counters();
   RunTimings timings;
@@ -172,6 +206,8 @@ void add_run_command(CLI::App& app) {
                                                        "(chatml, llama2, llama3, mistral, gemma, phi3, zephyr)");
   cmd->add_option("--system", o->system_prompt, "With --chat: a system prompt before the user turn");
   cmd->add_flag("--no-parse-special", o->no_parse_special, "Treat control-token text in the prompt as plain text");
+  cmd->add_flag("--profile", o->profile, "After the run, a per-operation table for prefill and decode: time share, "
+                                         "bytes, GB/s, GFLOP/s and % of the peaks");
   cmd->callback([o] { run_generation(*o); });
 }
 

@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <unordered_map>
 
 #include "common/error.h"
 #include "common/system_memory.h"
 #include "common/thread_pool.h"
 #include "engine/llama_forward.h"
+#include "engine/op_profiler.h"
 #include "kernels/backend.h"
 
 namespace pagedllm {
@@ -82,11 +84,29 @@ ModelRunner::ModelRunner(const Model& model, const RunnerConfig& config) : model
   }
   kv.num_blocks = static_cast<int>(num_blocks);
   backend_ = make_backend(config.device, model, kv, n_threads_);
+  if (config.profile) {
+    std::unordered_map<const void*, std::string> names;
+    const LlamaWeights& w = model.weights;
+    names[w.output.data] = "output";
+    for (const LlamaLayerWeights& l : w.layers) {
+      names[l.attn_q.data] = "attn_q";
+      names[l.attn_k.data] = "attn_k";
+      names[l.attn_v.data] = "attn_v";
+      names[l.attn_output.data] = "attn_output";
+      names[l.ffn_gate.data] = "ffn_gate";
+      names[l.ffn_up.data] = "ffn_up";
+      names[l.ffn_down.data] = "ffn_down";
+    }
+    auto profiling = std::make_unique<ProfilingBackend>(std::move(backend_), std::move(names));
+    profile_ = &profiling->profile();
+    backend_ = std::move(profiling);
+  }
 }
 
 ModelRunner::~ModelRunner() = default;
 
 std::string ModelRunner::backend_name() const { return backend_->name(); }
+const OpProfile* ModelRunner::profile() const { return profile_; }
 uint64_t ModelRunner::kv_pool_bytes() const { return backend_->kv_pool_bytes(); }
 
 MachinePeaks ModelRunner::peaks(bool with_compute) {

@@ -18,6 +18,7 @@ namespace pagedllm {
 class Backend;
 struct BlockCopy;
 struct ForwardBatch;
+struct OpProfile;
 
 struct RunnerConfig {
   int block_size = 16;
@@ -31,6 +32,7 @@ struct RunnerConfig {
   int n_threads = 0;  // 0: every core
   KvDtype kv_dtype = KvDtype::F16;
   DeviceKind device = DeviceKind::Cpu;  // the CLI resolves --device (default: cuda when a device is present)
+  bool profile = false;  // time every op (engine/op_profiler.h); costs a device synchronisation per op
 };
 
 // The context a config gives a model: the requested one, else the training context capped at 2^20.
@@ -84,6 +86,8 @@ class ModelRunner {
   // The backend's peaks (a CPU measures them once and caches the figures); `with_compute` false skips the
   // compute probe.
   MachinePeaks peaks(bool with_compute = true);
+  // The per-op profile, when the config asked for one; null otherwise.
+  const OpProfile* profile() const;
 
   // Executes `copies`, then one forward of `batch`. Returns the logits of batch.logit_rows, [n_logits, n_vocab],
   // valid until the next call.
@@ -96,6 +100,7 @@ class ModelRunner {
   int n_threads_ = 0;
   uint64_t kv_bytes_per_token_ = 0;
   std::unique_ptr<Backend> backend_;
+  const OpProfile* profile_ = nullptr;  // inside backend_ when profiling
   std::vector<float> logits_;  // [n_logits, n_vocab]
   RunnerCounters counters_;
 };

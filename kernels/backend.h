@@ -172,6 +172,8 @@ class Backend {
   virtual void add(float* x, const float* y, int64_t n) = 0;
   // Waits for everything queued and copies n floats of backend memory to the host.
   virtual void read_to_host(const float* x, int64_t n, float* host) = 0;
+  // Waits for everything queued (a profiler times op by op with it; the CPU runs synchronously).
+  virtual void synchronize() = 0;
 };
 
 // The CPU backend: weights used in place (the host views are the weights), pools in host memory.

@@ -42,6 +42,7 @@ class CpuBackend : public Backend {
   void swiglu(float* gate, const float* up, int64_t n) override;
   void add(float* x, const float* y, int64_t n) override;
   void read_to_host(const float* x, int64_t n, float* host) override;
+  void synchronize() override {}
 
   const KvPool& kv_pool() const { return kv_pool_; }
   ThreadPool& thread_pool() { return thread_pool_; }

@@ -474,6 +474,11 @@ void CudaBackend::read_to_host(const float* x, int64_t n, float* host) {
   if (bytes > 0) std::memcpy(host, s.download.data(), bytes);
 }
 
+void CudaBackend::synchronize() {
+  impl_->select_device();
+  PAGEDLLM_CUDA_CHECK(cudaStreamSynchronize(impl_->stream));
+}
+
 void CudaBackend::sample(const float* logits, int64_t n_vocab, std::span<const GpuSamplingSettings> settings,
                          int32_t* tokens) {
   Impl& s = *impl_;

@@ -61,6 +61,7 @@ class CudaBackend : public Backend {
   void swiglu(float* gate, const float* up, int64_t n) override;
   void add(float* x, const float* y, int64_t n) override;
   void read_to_host(const float* x, int64_t n, float* host) override;
+  void synchronize() override;
 
   // One token per row of `logits` ([settings.size(), n_vocab] in device memory, e.g. the forward's logits buffer),
   // sampled on the device; only the tokens come back. tokens: [settings.size()] host.
