@@ -1,5 +1,5 @@
 #pragma once
-// Code point properties and UTF-8 helpers for the tokenizers (REFERENCE.md §6.4). Categories come from the tables
+// Code point properties and UTF-8 helpers for the tokenizers. Categories come from the tables
 // that scripts/gen_unicode_tables.py generates from the Unicode Character Database, so every code point of
 // U+0000..U+10FFFF is classified, not only ASCII.
 #include <cstddef>

@@ -1,5 +1,5 @@
 #pragma once
-// Token sampling with llama.cpp's default chain (REFERENCE.md §7):
+// Token sampling with llama.cpp's default chain (common_sampler's order):
 //   penalties -> top_k -> top_p -> min_p -> temperature -> dist (softmax, std::discrete_distribution, std::mt19937)
 // and greedy (argmax of the penalised logits, first maximum) when temperature <= 0.
 //

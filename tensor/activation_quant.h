@@ -1,5 +1,5 @@
 #pragma once
-// Quantization of activations into the formats the weight types are multiplied against (REFERENCE.md §2.5):
+// Quantization of activations into the formats the weight types are multiplied against (ggml's vec_dot_type of each weight type):
 // Q4_0/Q5_0/Q8_0 weights take Q8_0 activations, Q4_1/Q5_1 take Q8_1, K-quants take Q8_K, F16 weights take
 // activations rounded to F16 and BF16 weights activations rounded to BF16.
 //

@@ -1,5 +1,5 @@
 #pragma once
-// Whole rows of a GGUF tensor -> f32, for every type with can_compute (REFERENCE.md §2). Used for embedding
+// Whole rows of a GGUF tensor -> f32, for every type with can_compute. Used for embedding
 // lookups, tests and tools; the matrix products never dequantize a whole weight matrix.
 #include <cstdint>
 

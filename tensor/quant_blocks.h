@@ -1,5 +1,5 @@
 #pragma once
-// The ggml block formats as C structs, and the dequantization of one block of each (REFERENCE.md §2.3, §2.4).
+// The ggml block formats as C structs, and the dequantization of one block of each, laid out byte for byte as ggml stores them.
 //
 // The CPU kernels, the CUDA kernels and model_loader's dequantize_row all use these functions, so a test of the
 // CPU path also proves the element math the GPU runs. Each is evaluated in f32 in ggml's order; where ggml's

@@ -1,5 +1,5 @@
 #pragma once
-// ggml tensor types as stored in GGUF: ids, block sizes and bytes per block (REFERENCE.md §2.1).
+// ggml tensor types as stored in GGUF: ids, block sizes and bytes per block (ggml's type traits).
 // The table knows every id llama.cpp accepts so that `info` can describe any file; `can_compute` says which ones
 // this engine can dequantize and multiply.
 #include <cstddef>

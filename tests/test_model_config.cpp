@@ -1,6 +1,5 @@
 // read_model_config on writer-made llama files: the derived shape (GQA/MQA/MHA), llama.cpp's defaults for absent
-// keys (REFERENCE.md §3.2), per-layer array forms, rope scaling, tied embeddings, and one clear Error per bad or
-// missing key.
+// keys, per-layer array forms, rope scaling, tied embeddings, and one clear Error per bad or missing key.
 #include <doctest/doctest.h>
 
 #include <functional>

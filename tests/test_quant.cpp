@@ -1,5 +1,5 @@
 // Tensor-type math: f16/bf16 conversions on their edge cases, dequantization of hand-built blocks of every
-// computable type against the REFERENCE.md §2 formulas, and quantize -> dequantize round trips within each
+// computable type against ggml's dequantization formulas, written out independently in the test, and quantize -> dequantize round trips within each
 // format's error bound.
 #include <doctest/doctest.h>
 
@@ -265,7 +265,7 @@ TEST_CASE("Q8_0, Q8_1 and Q8_K: y = d * q") {
   for (int j = 0; j < 256; ++j) CHECK(y[j] == 0.1f * static_cast<float>(j - 128));
 }
 
-// The K-quant tests pack chosen small integers into the layout REFERENCE.md §2.4 describes and expect
+// The K-quant tests pack chosen small integers into the K-quant super-block layout and expect
 // d·sc·q − dmin·m, with values chosen so every product is exact in f32.
 
 TEST_CASE("Q2_K: 2-bit values, 4-bit scale and min per 16 elements") {
@@ -314,7 +314,9 @@ TEST_CASE("Q3_K: 2 low bits + an inverted high bit (q in -4..3), 6-bit signed sc
 }
 
 namespace {
-// Packs eight 6-bit scales and mins the way Q4_K/Q5_K store them (REFERENCE.md §2.4 table).
+// Packs eight 6-bit scales and mins the way Q4_K/Q5_K store them in 12 bytes: scales 0-3 and mins 0-3 whole in
+// bytes 0-3 and 4-7; scales and mins 4-7 as a low nibble in bytes 8-11 and their top two bits in bits 6-7 of
+// bytes 0-7.
 void pack_k4_scales(const int* scales, const int* mins, uint8_t* out /* [12] */) {
   std::memset(out, 0, 12);
   for (int b = 0; b < 4; ++b) {

@@ -1,5 +1,5 @@
 #pragma once
-// RoPE angles exactly as ggml forms them (REFERENCE.md §4.4), shared by the CPU and CUDA kernels: theta starts at
+// RoPE angles exactly as ggml's rope op forms them, shared by the CPU and CUDA kernels: theta starts at
 // the position and is multiplied by base^(-2/n_rot) once per pair, divided by the optional frequency factor,
 // scaled linearly or blended YaRN-style, and cos/sin carry the attention factor.
 #include <math.h>  // fmaf, cosf, sinf: builtins on both sides (std:: versions are host-only)

@@ -3,7 +3,7 @@
 //
 // Weights stay in their stored block format; each thread takes a range of output rows and computes its dot
 // products block by block. The activations are first converted to the format llama.cpp multiplies each weight type
-// with (REFERENCE.md §2.5: Q8_0, Q8_1, Q8_K, F16- or BF16-rounded, or plain F32), so our logits follow llama.cpp's
+// with (its vec_dot_type: Q8_0, Q8_1, Q8_K, F16- or BF16-rounded, or plain F32), so our logits follow llama.cpp's
 // numerics, and quantized products run on integers.
 #include <cstdint>
 #include <vector>
