@@ -441,12 +441,6 @@ uint64_t GgufFile::get_uint(std::string_view key) const {
   return *v;
 }
 
-double GgufFile::get_float(std::string_view key) const {
-  auto v = find_float(key);
-  if (!v) fail("{}: required metadata key '{}' is missing", path_, key);
-  return *v;
-}
-
 std::string GgufFile::get_string(std::string_view key) const {
   auto v = find_string(key);
   if (!v) fail("{}: required metadata key '{}' is missing", path_, key);

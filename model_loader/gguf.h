@@ -87,7 +87,6 @@ class GgufFile {
   std::optional<bool> find_bool(std::string_view key) const;
   std::optional<std::string> find_string(std::string_view key) const;
   uint64_t get_uint(std::string_view key) const;
-  double get_float(std::string_view key) const;
   std::string get_string(std::string_view key) const;
   // Arrays: element type checked; nullptr / nullopt when the key is missing.
   const GgufArray* find_array(std::string_view key) const;

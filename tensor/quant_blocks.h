@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "tensor/float16.h"
+#include "tensor/tensor_types.h"
 
 namespace pagedllm {
 
@@ -292,6 +293,20 @@ PAGEDLLM_HD inline void dequantize_block(const BlockQ6_K& block, float* out /* [
 
 PAGEDLLM_HD inline void dequantize_block(const BlockQ8_K& block, float* out /* [256] */) {
   for (int j = 0; j < 256; ++j) out[j] = block.d * static_cast<float>(block.qs[j]);
+}
+
+// Element k of a row of float weights (F32 as is, F16 or BF16 widened): the one scalar load every float matmul
+// path shares, so the CPU tails and the CUDA kernels cannot disagree about a format.
+template <GgmlType kType>
+PAGEDLLM_HD inline float load_float_weight(const uint8_t* row, int64_t k) {
+  static_assert(kType == GgmlType::F32 || kType == GgmlType::F16 || kType == GgmlType::BF16);
+  if constexpr (kType == GgmlType::F32) {
+    return reinterpret_cast<const float*>(row)[k];
+  } else if constexpr (kType == GgmlType::F16) {
+    return fp16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
+  } else {
+    return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
+  }
 }
 
 }  // namespace pagedllm

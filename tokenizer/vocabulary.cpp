@@ -8,19 +8,6 @@
 
 namespace pagedllm {
 
-std::string_view token_type_name(TokenType type) {
-  switch (type) {
-    case TokenType::Undefined: return "undefined";
-    case TokenType::Normal: return "normal";
-    case TokenType::Unknown: return "unknown";
-    case TokenType::Control: return "control";
-    case TokenType::UserDefined: return "user-defined";
-    case TokenType::Unused: return "unused";
-    case TokenType::Byte: return "byte";
-  }
-  return "?";
-}
-
 uint64_t hash_bytes(std::string_view bytes) {
   const char* data = bytes.data();
   const size_t size = bytes.size();

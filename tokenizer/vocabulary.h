@@ -8,11 +8,10 @@
 
 namespace pagedllm {
 
-// tokenizer.ggml.token_type values (REFERENCE.md §3.4).
+// tokenizer.ggml.token_type values, as llama.cpp numbers them.
 enum class TokenType : int32_t {
   Undefined = 0, Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6,
 };
-std::string_view token_type_name(TokenType type);
 
 // Open-addressing hash index from token text to id. Lookups take a string_view, so the hot loops of the
 // encoders look up substrings of their input without building strings.

@@ -363,17 +363,6 @@ __m256 load_8_weights(const uint8_t* row, int64_t k) {
   }
 }
 
-template <GgmlType kType>
-float load_1_weight(const uint8_t* row, int64_t k) {
-  if constexpr (kType == GgmlType::F32) {
-    return reinterpret_cast<const float*>(row)[k];
-  } else if constexpr (kType == GgmlType::F16) {
-    return fp16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-  } else {
-    return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-  }
-}
-
 // Two weight rows share every activation load (halving the L2 traffic of prefill), and each (weight row,
 // activation row) pair keeps two accumulators to hide the FMA latency. Every pair runs the same operations
 // whatever the tile shape, so results do not depend on tiling or thread count. The tail (K % 16) is scalar.
@@ -414,7 +403,7 @@ struct FloatTile {
       for (int r = 0; r < kRows; ++r) {
         float sum = horizontal_sum(_mm256_add_ps(first[w][r], second[w][r]));
         for (int64_t tail = k; tail < n_cols; ++tail) {
-          sum += load_1_weight<kType>(weight_rows[w], tail) * activations[r][tail];
+          sum += load_float_weight<kType>(weight_rows[w], tail) * activations[r][tail];
         }
         out[w * kRows + r] = sum;
       }

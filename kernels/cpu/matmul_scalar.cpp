@@ -160,17 +160,6 @@ struct BlockTile {
 
 // Float weights: F32 as is, F16/BF16 widened; activations are f32 (already rounded to the weight's format).
 template <GgmlType kType>
-float load_weight(const uint8_t* row, int64_t k) {
-  if constexpr (kType == GgmlType::F32) {
-    return reinterpret_cast<const float*>(row)[k];
-  } else if constexpr (kType == GgmlType::F16) {
-    return fp16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-  } else {
-    return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-  }
-}
-
-template <GgmlType kType>
 struct FloatTile {
   static constexpr int kWeightRows = 1;
   template <int kW, int kRows>
@@ -181,7 +170,7 @@ struct FloatTile {
         const auto* activations = reinterpret_cast<const float*>(
             problem.activations + (m + r) * problem.activation_row_bytes);  // [K]
         float sum = 0.0f;
-        for (int64_t k = 0; k < problem.n_cols; ++k) sum += load_weight<kType>(weight_row, k) * activations[k];
+        for (int64_t k = 0; k < problem.n_cols; ++k) sum += load_float_weight<kType>(weight_row, k) * activations[k];
         out[w * kRows + r] = sum;
       }
     }

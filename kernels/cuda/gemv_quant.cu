@@ -84,17 +84,6 @@ __device__ __forceinline__ float round_activation(float x) {
   }
 }
 
-template <GgmlType kType>
-__device__ __forceinline__ float load_weight(const uint8_t* row, int64_t k) {
-  if constexpr (kType == GgmlType::F32) {
-    return reinterpret_cast<const float*>(row)[k];
-  } else if constexpr (kType == GgmlType::F16) {
-    return fp16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-  } else {
-    return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-  }
-}
-
 __device__ __forceinline__ void unpack_f16x2(uint32_t bits, float& low, float& high) {
   low = fp16_to_f32(static_cast<uint16_t>(bits & 0xffffu));
   high = fp16_to_f32(static_cast<uint16_t>(bits >> 16));
@@ -154,7 +143,7 @@ __global__ void __launch_bounds__(kThreads) gemv_float_kernel(GemvParams p) {
     }
   } else {
     for (int64_t k = lane; k < K; k += 32) {
-      const float w = load_weight<kType>(row, k);
+      const float w = load_float_weight<kType>(row, k);
 #pragma unroll
       for (int m = 0; m < kM; ++m) {
         if (m < p.M) acc[m] += w * round_activation<kType>(x[m * K + k]);
