@@ -30,8 +30,9 @@ class ChatTemplate {
   // Throws jinja::TemplateError (a pagedllm::Error) when the interpreter cannot run `source`.
   explicit ChatTemplate(std::string_view source);
   // Throws jinja::TemplateError when the template fails or calls raise_exception (kind `raised`, with the
-  // template's message as detail()).
-  std::string render(const ChatTemplateInputs& inputs) const;
+  // template's message as detail()), or runs past `limits` (kind `limit`: "the template is too expensive: ...").
+  // Turning the conversation into template values counts against the same limits.
+  std::string render(const ChatTemplateInputs& inputs, const jinja::RenderLimits& limits = {}) const;
 
  private:
   std::shared_ptr<const jinja::Template> template_;

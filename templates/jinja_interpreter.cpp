@@ -47,7 +47,7 @@ enum class Flow { normal, break_loop, continue_loop };
 
 class Interpreter {
  public:
-  Interpreter(const Variables& globals, const RenderLimits& limits) : globals_(globals), budget_(limits) {}
+  Interpreter(const Variables& globals, RenderBudget& budget) : globals_(globals), budget_(budget) {}
 
   std::string render(const Body& body) {
     auto root = std::make_shared<Scope>(nullptr);
@@ -471,7 +471,7 @@ class Interpreter {
   }
 
   const Variables& globals_;
-  RenderBudget budget_;
+  RenderBudget& budget_;
   int depth_ = 0;
   int macro_depth_ = 0;
 };
@@ -481,7 +481,13 @@ class Interpreter {
 Template::Template(std::string_view source) : body_(std::make_shared<const Body>(parse_template(source))) {}
 
 std::string Template::render(const Variables& variables, const RenderLimits& limits) const {
-  Interpreter interpreter(variables, limits);
+  RenderBudget budget(limits);
+  return render(variables, budget);
+}
+
+std::string Template::render(const Variables& variables, RenderBudget& budget) const {
+  RenderBudget::Activation active(budget);
+  Interpreter interpreter(variables, budget);
   return interpreter.render(*body_);
 }
 
