@@ -226,13 +226,15 @@ Value bound_method(const std::string& type, std::string_view name, NativeFunctio
   return Value::function(type + "." + std::string(name), std::move(call));
 }
 
+// Each method holds the string value (a shared pointer), not a copy of its text: `big.startswith(x)` in a loop
+// must not copy a 30 MB string per call.
 Value string_method(const Value& object, std::string_view name) {
-  const std::string& s = object.as_string();
   std::string method(name);
   auto make = [&](NativeFunction call) { return bound_method("str", name, std::move(call)); };
   auto no_arguments = [method](const Arguments& arguments) { BoundArguments(method, arguments, {}); };
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize" || name == "swapcase") {
-    return make([s, method, no_arguments](Arguments& arguments, RenderBudget& budget) {
+    return make([object, method, no_arguments](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       no_arguments(arguments);
       budget.charge_bytes(s.size() * 2);
       if (method == "upper") return Value::string(text::upper(s));
@@ -246,7 +248,8 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
-    return make([s, method](Arguments& arguments, RenderBudget& budget) {
+    return make([object, method](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"chars"});
       std::string out = text::strip(s, optional_chars(bound, 0, method), method != "rstrip", method != "lstrip");
       budget.charge_bytes(out.size());
@@ -254,7 +257,8 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "split" || name == "rsplit") {
-    return make([s, method](Arguments& arguments, RenderBudget& budget) {
+    return make([object, method](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"sep", "maxsplit"});
       std::optional<std::string> separator = optional_chars(bound, 0, method);
       if (separator && separator->empty()) fail_runtime("empty separator");
@@ -265,20 +269,23 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "splitlines") {
-    return make([s](Arguments& arguments, RenderBudget& budget) {
+    return make([object](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound("splitlines", arguments, {"keepends"});
       return string_list(text::splitlines(s, bound.get_boolean(0, false)), budget);
     });
   }
   if (name == "startswith" || name == "endswith") {
-    return make([s, method](Arguments& arguments, RenderBudget&) {
+    return make([object, method](Arguments& arguments, RenderBudget&) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"affix"});
       if (!bound.has(0)) fail_runtime(method + "() takes at least 1 argument (0 given)");
       return Value::boolean(matches_affix(s, bound.get(0), method == "startswith", method));
     });
   }
   if (name == "replace") {
-    return make([s](Arguments& arguments, RenderBudget& budget) {
+    return make([object](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound("replace", arguments, {"old", "new", "count"});
       const Value old_value = bound.get(0);
       const Value replacement_value = bound.get(1);
@@ -290,7 +297,8 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "find" || name == "rfind" || name == "index" || name == "rindex" || name == "count") {
-    return make([s, method](Arguments& arguments, RenderBudget&) {
+    return make([object, method](Arguments& arguments, RenderBudget&) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"sub"});
       const Value needle_value = bound.get(0);
       const std::string& needle = require_string(needle_value, method, "argument");
@@ -301,7 +309,8 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "join") {
-    return make([s](Arguments& arguments, RenderBudget& budget) {
+    return make([object](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound("join", arguments, {"iterable"});
       std::vector<Value> items = iterate(bound.get(0));
       size_t total = items.empty() ? 0 : s.size() * (items.size() - 1);
@@ -324,13 +333,15 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "format") {
-    return make([s](Arguments& arguments, RenderBudget& budget) {
+    return make([object](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       return Value::string(python_str_format(s, arguments, budget));
     });
   }
   if (name == "isalpha" || name == "isdigit" || name == "isnumeric" || name == "isdecimal" || name == "isalnum" ||
       name == "isspace" || name == "islower" || name == "isupper") {
-    return make([s, method, no_arguments](Arguments& arguments, RenderBudget&) {
+    return make([object, method, no_arguments](Arguments& arguments, RenderBudget&) {
+      const std::string& s = object.as_string();
       no_arguments(arguments);
       if (method == "islower") return Value::boolean(text::is_lower(s));
       if (method == "isupper") return Value::boolean(text::is_upper(s));
@@ -345,7 +356,8 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "center" || name == "ljust" || name == "rjust" || name == "zfill") {
-    return make([s, method](Arguments& arguments, RenderBudget& budget) {
+    return make([object, method](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"width", "fillchar"});
       int64_t width = bound.get_integer(0, 0);
       budget.charge_bytes(static_cast<size_t>(std::max<int64_t>(width, 0)) * 4);
@@ -365,7 +377,8 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "removeprefix" || name == "removesuffix") {
-    return make([s, method](Arguments& arguments, RenderBudget&) {
+    return make([object, method](Arguments& arguments, RenderBudget&) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"affix"});
       const Value affix_value = bound.get(0);
       const std::string& affix = require_string(affix_value, method, "argument");

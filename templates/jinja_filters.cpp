@@ -45,8 +45,11 @@ Value lookup_attribute_path(const Value& item, const Value& attribute) {
   return current;
 }
 
+// A lowered copy of every key lives for the whole sort: counted before it exists.
 Value ignore_case(const Value& value) {
-  return value.is_string() ? Value::string(text::lower(value.as_string())) : value;
+  if (!value.is_string()) return value;
+  charge_render_bytes(value.as_string().size() + kStringValueOverhead);
+  return Value::string(text::lower(value.as_string()));
 }
 
 // The sort key of jinja2's sort/min/max/unique: the attribute (or several, comma-separated), case-folded unless
@@ -209,6 +212,7 @@ Value filter_dictsort(const Value& input, Arguments& arguments, RenderBudget& bu
   std::string by = bound.get_string(1).value_or("key");
   if (by != "key" && by != "value") fail_runtime("You can only sort by either \"key\" or \"value\"");
   bool case_sensitive = bound.get_boolean(0, false);
+  budget.charge_bytes(input.as_dict().size() * (3 * sizeof(Value) + kContainerValueOverhead));
   std::vector<Value> pairs;
   std::vector<Value> keys;
   for (const auto& [key, value] : input.as_dict().entries()) {

@@ -8,6 +8,7 @@
 #include "templates/jinja_error.h"
 #include "templates/jinja_operators.h"
 #include "templates/jinja_parser.h"
+#include "templates/jinja_text.h"
 
 namespace pagedllm::jinja {
 namespace {
@@ -494,7 +495,8 @@ std::string Template::render(const Variables& variables, RenderBudget& budget) c
 Value raise_exception_function() {
   return Value::function("raise_exception", [](Arguments& arguments, RenderBudget&) -> Value {
     std::string message = arguments.positional.empty() ? std::string() : arguments.positional[0].str();
-    throw TemplateError(TemplateError::Kind::raised, message);
+    // The message is shown to the user (and in the chatml fallback's notice): the start of a huge one will do.
+    throw TemplateError(TemplateError::Kind::raised, text::abbreviate(message, 4096));
   });
 }
 

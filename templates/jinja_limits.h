@@ -87,9 +87,11 @@ class RenderBudget {
   };
 
  private:
-  // One step costs about as much time as copying this many bytes; the clock is read every kClockTicks.
+  // One step costs about as much time as copying this many bytes; the clock is read every kClockTicks (every 64
+  // steps or 4 KiB of work: often enough that a step costing far more than it was charged cannot run on for long,
+  // rare enough that reading the clock costs nothing measurable).
   static constexpr int64_t kStepTicks = 64;
-  static constexpr int64_t kClockTicks = int64_t{1} << 20;
+  static constexpr int64_t kClockTicks = int64_t{1} << 12;
   // Larger charges are clipped so that the sums cannot overflow (they fail at once anyway).
   static constexpr size_t kHugeCharge = size_t{1} << 50;
 
