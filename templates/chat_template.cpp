@@ -138,6 +138,10 @@ ChatTemplate::ChatTemplate(std::string_view source) : template_(std::make_shared
 
 std::string ChatTemplate::render(const ChatTemplateInputs& inputs, const jinja::RenderLimits& limits) const {
   jinja::RenderBudget budget(limits);
+  return render(inputs, budget);
+}
+
+std::string ChatTemplate::render(const ChatTemplateInputs& inputs, jinja::RenderBudget& budget) const {
   jinja::RenderBudget::Activation active(budget);
   jinja::Variables variables = {
       {"messages", jinja::Value::from_json(inputs.messages)},

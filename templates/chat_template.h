@@ -33,6 +33,8 @@ class ChatTemplate {
   // template's message as detail()), or runs past `limits` (kind `limit`: "the template is too expensive: ...").
   // Turning the conversation into template values counts against the same limits.
   std::string render(const ChatTemplateInputs& inputs, const jinja::RenderLimits& limits = {}) const;
+  // The same, charging `budget` (which then tells what the render cost).
+  std::string render(const ChatTemplateInputs& inputs, jinja::RenderBudget& budget) const;
 
  private:
   std::shared_ptr<const jinja::Template> template_;

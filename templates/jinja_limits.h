@@ -64,6 +64,11 @@ class RenderBudget {
     tick(static_cast<int64_t>(bytes > kHugeCharge ? kHugeCharge : bytes), line);
   }
 
+  // What the render has used so far.
+  int64_t steps_used() const { return steps_; }
+  int64_t bytes_built() const { return bytes_built_; }
+  int64_t work_done() const { return work_; }
+
   // Throws when one string or container would be `bytes` long (without charging anything).
   void check_value_size(size_t bytes, int line = 0) const {
     if (bytes > limits_.max_output_bytes) fail_value_size(bytes, line);

@@ -4,6 +4,7 @@
 // template; the golden tests (test_chat_template_golden.cpp) compare whole chat templates against jinja2 itself.
 #include <doctest/doctest.h>
 
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -456,6 +457,31 @@ TEST_CASE("limits: an expensive model template falls back to chatml with a notic
   } catch (const TemplateError& error) {
     CHECK(error.kind() == TemplateError::Kind::limit);
     CHECK_MESSAGE(contains(error.what(), "too expensive"), error.what());
+  }
+}
+
+TEST_CASE("a render frees what it built: macros and namespaces that refer to themselves do not leak") {
+  // A macro holds the scope it was defined in, which holds the macro; a namespace can hold itself; loop.changed
+  // remembers its last arguments. Each template keeps a 1 MB string where such a cycle reaches it: rendered 50
+  // times, a leak keeps 50 MB. (LeakSanitizer reports the same leak in a sanitizer build, where these counts are 0.)
+  const nlohmann::ordered_json context = {
+      {"messages", nlohmann::ordered_json::array({{{"role", "user"}, {"content", std::string(1 << 20, 'x')}}})}};
+  const char* const sources[] = {
+      "{% macro m() %}{{ copy | length }}{% endmacro %}{% set copy = messages[0].content ~ '' %}{{ m() }}",
+      "{% set ns = namespace() %}{% set ns.self = ns %}{% set ns.text = messages[0].content ~ '' %}",
+      "{% set ns = namespace() %}{% macro m() %}{{ ns.text | length }}{% endmacro %}{% set ns.m = m %}"
+      "{% set ns.text = messages[0].content ~ '' %}{{ ns.m() }}",
+      "{% for x in [1, 2] %}{% set copy = messages[0].content ~ '' %}{{ loop.changed(loop, copy) }}{% endfor %}",
+      "{% macro outer() %}{{ caller() }}{% endmacro %}{% set copy = messages[0].content ~ '' %}"
+      "{% call outer() %}{{ copy | length }}{% endcall %}",
+  };
+  for (const std::string source : sources) {
+    CAPTURE(source);
+    render(source, context);
+    const size_t before = mallinfo2().uordblks;
+    for (int i = 0; i < 50; ++i) render(source, context);
+    const size_t after = mallinfo2().uordblks;
+    CHECK(after < before + (size_t{8} << 20));
   }
 }
 
