@@ -1,6 +1,7 @@
 // Attribute and item access, methods of str/list/dict, iteration, slicing and the default globals of the Jinja
 // interpreter (see jinja_builtins.h).
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -180,9 +181,16 @@ std::string python_str_format(const std::string& format, const Arguments& argume
     std::string name = field.substr(0, name_end);
     Value value;
     if (name.empty() || std::all_of(name.begin(), name.end(), [](char d) { return d >= '0' && d <= '9'; })) {
-      size_t index = name.empty() ? auto_index++ : std::stoul(name);
+      // Digits past what an index can be (std::stoul would throw a foreign exception) are simply out of range.
+      size_t index = auto_index;
+      if (name.empty()) {
+        ++auto_index;
+      } else if (std::from_chars(name.data(), name.data() + name.size(), index).ec != std::errc()) {
+        index = SIZE_MAX;
+      }
       if (index >= arguments.positional.size()) {
-        fail_runtime("str.format: replacement index " + std::to_string(index) + " out of range");
+        fail_runtime("str.format: replacement index " + (name.empty() ? std::to_string(index) : text::abbreviate(name)) +
+                     " out of range");
       }
       value = arguments.positional[index];
     } else {

@@ -40,7 +40,14 @@ Value lookup_attribute_path(const Value& item, const Value& attribute) {
   Value current = item;
   for (const std::string& part : text::split(attribute.as_string(), std::string("."), -1)) {
     bool is_index = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    current = get_item(current, is_index ? Value::integer(std::stoll(part)) : Value::string(part));
+    if (!is_index) {
+      current = get_item(current, Value::string(part));
+      continue;
+    }
+    // An index too large for 64 bits indexes nothing (std::stoll would throw a foreign exception).
+    std::optional<int64_t> index = text::parse_int(part, 10);
+    current = index ? get_item(current, Value::integer(*index))
+                    : Value::undefined("no element " + text::abbreviate(part) + " (the index is out of range)");
   }
   return current;
 }

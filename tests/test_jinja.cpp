@@ -460,6 +460,16 @@ TEST_CASE("limits: an expensive model template falls back to chatml with a notic
   }
 }
 
+TEST_CASE("digits too many for an index are an ordinary template error or an Undefined, as in jinja2") {
+  // std::stoul / std::stoll threw std::out_of_range here, which no caller expects (the chat fallback catches only
+  // pagedllm::Error). jinja2 raises ValueError for the first and gives an Undefined for the second.
+  const TemplateError format_error = error_of("{{ '{99999999999999999999}'.format(1) }}");
+  CHECK(format_error.kind() == TemplateError::Kind::runtime);
+  CHECK_MESSAGE(contains(format_error.what(), "99999999999999999999"), format_error.what());
+  CHECK(render("{{ [[1]] | map(attribute='99999999999999999999') | list }}") == "[Undefined]");
+  CHECK(render("{{ [[1]] | map(attribute='99999999999999999999') | first is defined }}") == "False");
+}
+
 TEST_CASE("a render frees what it built: macros and namespaces that refer to themselves do not leak") {
   // A macro holds the scope it was defined in, which holds the macro; a namespace can hold itself; loop.changed
   // remembers its last arguments. Each template keeps a 1 MB string where such a cycle reaches it: rendered 50
