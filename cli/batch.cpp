@@ -434,7 +434,8 @@ void add_batch_command(CLI::App& app) {
                                               "batching over the paged KV cache");
   add_generation_flags(*cmd, o->generation);
   cmd->add_option("-i,--input", o->input, "Requests: JSONL ({\"id\", \"prompt\" or \"messages\", options}) or text "
-                                          "(one prompt per line)")->required();
+                                          "(one prompt per line); a line may be at most " +
+                                          byte_limit_text(kMaxRequestLineBytes))->required();
   cmd->add_option("-o,--output", o->output, "Results, JSONL in input order (written as <output>.partial, renamed "
                                             "when complete)")->required();
   cmd->add_option("--format", o->format, "Input format: jsonl or text")->capture_default_str();

@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/cli_support.h"
 #include "common/error.h"
 
 namespace pagedllm {
@@ -133,6 +134,59 @@ bool is_blank(std::string_view line) {
   return line.find_first_not_of(" \t\r\n") == std::string_view::npos;
 }
 
+// The lines of a file (owning its descriptor), holding no more than one line and one block in memory: a line
+// longer than the limit (a file with no newline at all, like /dev/zero) is refused as soon as it passes it.
+class LineReader {
+ public:
+  LineReader(int fd, std::string name, size_t max_line_bytes)
+      : fd_(fd), name_(std::move(name)), max_line_bytes_(max_line_bytes), block_(size_t{1} << 16) {}
+  ~LineReader() { ::close(fd_); }
+  LineReader(const LineReader&) = delete;
+  LineReader& operator=(const LineReader&) = delete;
+
+  // The next line without its '\n' (the last one may lack it); false at the end of the file.
+  bool next(std::string& line, int line_number) {
+    line.clear();
+    bool started = false;
+    while (true) {
+      if (position_ == filled_ && !fill()) return started;
+      started = true;
+      const char* begin = block_.data() + position_;
+      const auto* newline = static_cast<const char*>(std::memchr(begin, '\n', filled_ - position_));
+      const size_t length = newline != nullptr ? static_cast<size_t>(newline - begin) : filled_ - position_;
+      if (line.size() + length > max_line_bytes_) {
+        fail("{}: line {} is longer than {}, the limit for one request line", name_, line_number,
+             cli::byte_limit_text(max_line_bytes_));
+      }
+      line.append(begin, length);
+      position_ += length;
+      if (newline != nullptr) {
+        ++position_;
+        return true;
+      }
+    }
+  }
+
+ private:
+  bool fill() {
+    while (true) {
+      const ssize_t n = ::read(fd_, block_.data(), block_.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fail("{}: read error: {}", name_, std::strerror(errno));
+      position_ = 0;
+      filled_ = static_cast<size_t>(n);
+      return n > 0;
+    }
+  }
+
+  int fd_;
+  std::string name_;
+  size_t max_line_bytes_;
+  std::vector<char> block_;
+  size_t position_ = 0;
+  size_t filled_ = 0;
+};
+
 }  // namespace
 
 RequestLine parse_request_line(std::string_view text, int line_number) {
@@ -141,13 +195,34 @@ RequestLine parse_request_line(std::string_view text, int line_number) {
   out.id = line_number;
   try {
     nlohmann::json object;
+    // The keys leading to the value being parsed, so that a number JSON cannot hold can be reported by its field.
+    std::vector<std::string> key_path;
+    auto track_keys = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+      if (event == nlohmann::json::parse_event_t::key && depth >= 1) {
+        key_path.resize(static_cast<size_t>(depth - 1));
+        key_path.push_back(parsed.get<std::string>());
+      }
+      return true;
+    };
     try {
-      object = nlohmann::json::parse(text);
+      object = nlohmann::json::parse(text, track_keys);
     } catch (const nlohmann::json::parse_error& e) {
       // nlohmann's messages start with "[json.exception.parse_error.101] parse error at line 1, column 5: ...".
       std::string message = e.what();
       if (const size_t at = message.find("] "); at != std::string::npos) message = message.substr(at + 2);
       problem("invalid JSON: " + message);
+    } catch (const nlohmann::json::out_of_range& e) {
+      // A number too large for a double (1e999): nlohmann says "number overflow parsing '1e999'".
+      const std::string message = e.what();
+      const size_t open = message.find('\'');
+      const size_t close = message.rfind('\'');
+      const std::string number = open < close ? message.substr(open + 1, close - open - 1) : std::string("a number");
+      std::string field;
+      for (const std::string& key : key_path) {
+        if (!key.empty()) field += (field.empty() ? "" : ".") + key;
+      }
+      if (field.empty()) problem(fmt::format("the number {} is out of range (it does not fit in a double)", number));
+      problem(fmt::format("\"{}\": the number {} is out of range (it does not fit in a double)", field, number));
     }
     parse_object(object, out);
   } catch (const LineProblem& p) {
@@ -158,14 +233,15 @@ RequestLine parse_request_line(std::string_view text, int line_number) {
   return out;
 }
 
-std::vector<RequestLine> read_request_file(const std::string& path, InputFormat format) {
-  std::error_code ec;
-  if (std::filesystem::is_directory(path, ec)) fail("{}: is a directory, not a request file", path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open: {}", path, std::strerror(errno));
+std::vector<RequestLine> read_request_file(const std::string& path, InputFormat format, size_t max_line_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
+  LineReader in(fd, path, max_line_bytes);
+  struct stat info {};
+  if (::fstat(fd, &info) == 0 && S_ISDIR(info.st_mode)) fail("{}: is a directory, not a request file", path);
   std::vector<RequestLine> lines;
   std::string raw;
-  for (int line_number = 1; std::getline(in, raw); ++line_number) {
+  for (int line_number = 1; in.next(raw, line_number); ++line_number) {
     std::string_view line = trim_line_end(raw);
     if (line_number == 1 && line.starts_with("\xEF\xBB\xBF")) line.remove_prefix(3);  // a UTF-8 byte-order mark
     if (is_blank(line)) continue;
@@ -179,7 +255,6 @@ std::vector<RequestLine> read_request_file(const std::string& path, InputFormat 
       lines.push_back(std::move(request));
     }
   }
-  if (in.bad()) fail("{}: read error", path);
   return lines;
 }
 

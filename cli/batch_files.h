@@ -6,6 +6,7 @@
 // record in its place. Results are appended to `<output>.partial` as they complete, and the output path appears
 // only when every record is there (in input order), so an output file is always complete; an interrupted run
 // leaves the .partial file, which --resume reads too.
+#include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <optional>
@@ -22,6 +23,10 @@
 namespace pagedllm {
 
 enum class InputFormat { Jsonl, Text };
+
+// The longest line of a request file (stated in --help and the README): a request holds one prompt, at most a few
+// MB even for the longest contexts; the limit keeps a file without newlines from filling memory.
+inline constexpr size_t kMaxRequestLineBytes = size_t{16} << 20;
 
 // One request as written in the input; unset options take the command's defaults.
 struct RequestLine {
@@ -41,8 +46,10 @@ struct RequestLine {
 
 // Parses one JSONL line (never throws: problems land in `error`).
 RequestLine parse_request_line(std::string_view text, int line_number);
-// Every non-blank line of the file, in order. Throws pagedllm::Error when the file cannot be read.
-std::vector<RequestLine> read_request_file(const std::string& path, InputFormat format);
+// Every non-blank line of the file, in order. Throws pagedllm::Error when the file cannot be read or a line is
+// longer than `max_line_bytes`, naming the file, the line and the limit.
+std::vector<RequestLine> read_request_file(const std::string& path, InputFormat format,
+                                          size_t max_line_bytes = kMaxRequestLineBytes);
 
 // The command's sampling defaults with the line's options on top (not validated here).
 SamplingParams sampling_for(const RequestLine& line, const SamplingParams& defaults);

@@ -1,5 +1,7 @@
 #include "cli/cli_support.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,8 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
+#include <vector>
 
 #include "common/error.h"
 
@@ -57,13 +58,57 @@ uint64_t parse_byte_size(const std::string& text, const std::string& flag) {
   return static_cast<uint64_t>(value * multiplier);
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("{}: cannot open: {}", path, std::strerror(errno));
-  std::ostringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) fail("{}: read error", path);
-  return buffer.str();
+std::string byte_limit_text(size_t bytes) {
+  if (bytes % (size_t{1} << 20) == 0) return fmt::format("{} MiB", bytes >> 20);
+  if (bytes % (size_t{1} << 10) == 0) return fmt::format("{} KiB", bytes >> 10);
+  return fmt::format("{} bytes", bytes);
+}
+
+namespace {
+
+// Reads `fd` to its end, failing as soon as it holds more than `max_bytes`: a device or a pipe that never ends
+// costs no more than the limit.
+std::string read_limited(int fd, const std::string& name, size_t max_bytes, std::string_view what) {
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) fail("{}: cannot read: {}", name, std::strerror(errno));
+  if (S_ISDIR(info.st_mode)) fail("{}: is a directory, not a file", name);
+  auto too_large = [&] {
+    fail("{}: larger than {}, the limit for {}", name, byte_limit_text(max_bytes), what);
+  };
+  if (S_ISREG(info.st_mode) && static_cast<uint64_t>(info.st_size) > max_bytes) too_large();
+  std::string text;
+  std::vector<char> buffer(size_t{1} << 16);
+  while (true) {
+    const ssize_t n = ::read(fd, buffer.data(), buffer.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("{}: read error: {}", name, std::strerror(errno));
+    }
+    if (n == 0) break;
+    if (text.size() + static_cast<size_t>(n) > max_bytes) too_large();
+    text.append(buffer.data(), static_cast<size_t>(n));
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string read_text_file(const std::string& path, size_t max_bytes, std::string_view what) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
+  try {
+    std::string text = read_limited(fd, path, max_bytes, what);
+    ::close(fd);
+    return text;
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+}
+
+std::string read_text_input(const std::string& path, size_t max_bytes, std::string_view what) {
+  if (path == "-") return read_limited(STDIN_FILENO, "standard input", max_bytes, what);
+  return read_text_file(path, max_bytes, what);
 }
 
 void add_subcommand_with_aliases(CLI::App& app, const std::string& name, const std::string& description,

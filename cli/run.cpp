@@ -191,7 +191,8 @@ void add_run_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("run", "Generate text from a prompt and print cache and bandwidth statistics");
   add_generation_flags(*cmd, o->generation);
   auto* prompt = cmd->add_option("-p,--prompt", o->prompt, "Prompt text");
-  auto* file = cmd->add_option("-f,--file", o->prompt_file, "Read the prompt from a file");
+  auto* file = cmd->add_option("-f,--file", o->prompt_file,
+                               "Read the prompt from a file (at most " + byte_limit_text(kMaxPromptFileBytes) + ")");
   prompt->excludes(file);
   cmd->add_option("-n,--n-predict", o->n_predict, "Tokens to generate per sample (-1: until an end token or the "
                                                   "context is full)")->capture_default_str();

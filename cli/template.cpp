@@ -3,8 +3,7 @@
 // model's own (-m), else a built-in (--chat-template); a model without a usable template falls back to
 // --chat-template (chatml by default) with a notice. An exception the template raises is the command's error.
 #include <cstdio>
-#include <iostream>
-#include <iterator>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -42,12 +41,13 @@ std::string builtin_source(const std::string& name) {
 // CONV.json: a JSON array of message objects, each with a string "role" (other fields pass through to the
 // template, as tool calls and content parts do). "-" reads standard input.
 nlohmann::ordered_json read_conversation(const std::string& path) {
-  std::string text;
-  if (path == "-") {
-    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
-  } else {
-    text = read_text_file(path);
+  const size_t first = path.find_first_not_of(" \t\r\n");
+  if (path != "-" && first != std::string::npos && (path[first] == '[' || path[first] == '{') &&
+      !std::filesystem::exists(path)) {
+    fail("--messages takes a file name (or - for standard input), not the JSON itself: put the conversation in a "
+         "file, or pipe it in with --messages -");
   }
+  const std::string text = read_text_input(path, kMaxMessagesFileBytes, "a messages file (--messages)");
   nlohmann::ordered_json conversation;
   try {
     conversation = nlohmann::ordered_json::parse(text);
@@ -110,7 +110,7 @@ void run_template(const TemplateOptions& options, bool bos_given, bool eos_given
     }
   }
   if (!options.template_file.empty()) {
-    source = read_text_file(options.template_file);
+    source = read_text_file(options.template_file, kMaxTemplateFileBytes, "a template file (--template-file)");
   } else if (options.model_path.empty()) {
     source = builtin_source(options.chat_template);
   }
@@ -130,9 +130,13 @@ void add_template_command(CLI::App& app) {
       "template", "Render a conversation (JSON messages) through a chat template and print the exact prompt");
   cmd->add_option("-m,--model", options->model_path,
                   "GGUF model: its own chat template (tokenizer.chat_template) and its BOS/EOS tokens");
-  cmd->add_option("--template-file", options->template_file, "A Jinja chat template file (takes precedence over -m)");
+  cmd->add_option("--template-file", options->template_file,
+                  fmt::format("A Jinja chat template file, at most {} (takes precedence over -m)",
+                              byte_limit_text(kMaxTemplateFileBytes)));
   cmd->add_option("--messages", options->messages_path,
-                  "Conversation: a JSON array of {\"role\", \"content\"} objects (\"-\" reads stdin)")
+                  fmt::format("File holding the conversation, a JSON array of {{\"role\", \"content\"}} objects, "
+                              "at most {} (\"-\" reads standard input)",
+                              byte_limit_text(kMaxMessagesFileBytes)))
       ->required();
   cmd->add_flag("--add-generation-prompt", options->add_generation_prompt,
                 "End with the header of an assistant turn (add_generation_prompt=true)");

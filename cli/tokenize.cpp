@@ -68,7 +68,9 @@ std::string escape_piece(std::string_view piece) {
 
 void run_tokenize(const TokenizeOptions& options) {
   if (!options.has_text) fail("tokenize: give the text with -p TEXT or -f FILE");
-  const std::string text = options.prompt_file.empty() ? options.prompt : read_text_file(options.prompt_file);
+  const std::string text = options.prompt_file.empty()
+                               ? options.prompt
+                               : read_text_file(options.prompt_file, kMaxPromptFileBytes, "a text file (-f)");
   const std::string model_path = options.model_path.empty() ? default_model_path() : options.model_path;
   const auto file = GgufFile::open(model_path);
   const auto tokenizer = Tokenizer::from_gguf(*file);
@@ -92,7 +94,8 @@ void add_tokenize_command(CLI::App& app) {
   cmd->add_option("-m,--model", options->model_path,
                   "GGUF model file (default: the SmolLM2-135M-Instruct that scripts/setup.sh installs)");
   auto* prompt = cmd->add_option("-p,--prompt", options->prompt, "Text to tokenize");
-  auto* file = cmd->add_option("-f,--file", options->prompt_file, "Read the text from a file");
+  auto* file = cmd->add_option("-f,--file", options->prompt_file,
+                               fmt::format("Read the text from a file (at most {})", byte_limit_text(kMaxPromptFileBytes)));
   prompt->excludes(file);
   cmd->add_flag("--ids", options->ids_only, "Print only the ids, as a list: [1, 2, 3]");
   cmd->add_flag("--no-bos", options->no_bos, "Do not add the model's BOS (or EOS) token");

@@ -18,6 +18,7 @@ namespace pagedllm {
 namespace {
 
 constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as a little-endian u32
+constexpr uint64_t kMinAlignment = 8;          // general.alignment: the GGUF specification's "a multiple of 8"
 constexpr int kMaxDims = 4;
 constexpr size_t kMaxTensorNameLength = 63;   // GGML_MAX_NAME - 1
 constexpr int kMaxArrayNesting = 8;
@@ -235,8 +236,16 @@ void GgufFile::parse() {
   version_ = cursor.read<uint32_t>("version");
   if (version_ != 2 && version_ != 3) {
     std::string why = fmt::format("unsupported GGUF version {} (supported: 2, 3)", version_);
-    if (version_ == 1) why += "; version 1 files are obsolete, reconvert the model";
-    if ((version_ & 0xFFFF) == 0) why += "; this looks like a big-endian file, which is not supported";
+    const uint32_t byte_swapped = __builtin_bswap32(version_);
+    if (version_ == 0) {
+      why += "; no GGUF version 0 exists, so the header is damaged";
+    } else if (version_ == 1) {
+      why += "; version 1 files are obsolete, reconvert the model";
+    } else if (byte_swapped >= 1 && byte_swapped <= 3) {
+      why += fmt::format("; this is version {} written big-endian, which is not supported", byte_swapped);
+    } else {
+      why += "; the header is damaged, or this is not a model file";
+    }
     cursor.error_at(4, "version", why);
   }
   const int64_t tensor_count = cursor.read<int64_t>("tensor count");
@@ -278,9 +287,13 @@ void GgufFile::parse() {
                       fmt::format("has type {}, expected u32", value_type_name(alignment->type)));
     }
     const auto a = static_cast<uint64_t>(alignment->integer);
-    if (a == 0 || (a & (a - 1)) != 0) {
+    // llama.cpp accepts any power of two; the GGUF specification requires a multiple of 8 as well, which is what
+    // keeps every tensor aligned for its element type (an f32 row at an odd address cannot be read as floats).
+    if (a < kMinAlignment || (a & (a - 1)) != 0) {
       cursor.error_at(alignment_at, "metadata key 'general.alignment'",
-                      fmt::format("is {}, expected a non-zero power of two", a));
+                      fmt::format("is {}, expected a power of two of at least {} (the GGUF specification requires "
+                                  "a multiple of {}, and tensor data aligned to less cannot be read in place)",
+                                  a, kMinAlignment, kMinAlignment));
     }
     alignment_ = static_cast<uint32_t>(a);
   }
@@ -362,6 +375,12 @@ void GgufFile::parse() {
            "{} bytes)", path_, t.name, t.offset, t.n_bytes, data_offset_, data_size);
     }
     t.data = bytes_.data() + data_offset_ + t.offset;
+    // Holds for a mapped file (page-aligned) and any image at an aligned address; a misaligned image would hand the
+    // kernels misaligned rows.
+    if (reinterpret_cast<uintptr_t>(t.data) % kMinAlignment != 0) {
+      fail("{}: tensor '{}' data lies at a memory address that is not a multiple of {} (the file image must start "
+           "at an aligned address)", path_, t.name, kMinAlignment);
+    }
   }
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return tensors_[a].offset < tensors_[b].offset; });
   // Compare each non-empty tensor with the non-empty one reaching furthest before it: an empty tensor in between

@@ -216,7 +216,10 @@ bool GgufWriter::remove(std::string_view key) {
 }
 
 void GgufWriter::set_alignment(uint32_t alignment) {
-  if (!is_power_of_two(alignment)) fail("GGUF writer: alignment {} is not a non-zero power of two", alignment);
+  // What the reader accepts: a power of two (llama.cpp) that is a multiple of 8 (the GGUF specification).
+  if (!is_power_of_two(alignment) || alignment < 8) {
+    fail("GGUF writer: alignment {} is not a power of two of at least 8", alignment);
+  }
   set_u32("general.alignment", alignment);
 }
 

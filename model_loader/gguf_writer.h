@@ -87,7 +87,8 @@ class GgufWriter {
   void set_f32(std::string_view key, float x) { set(key, gguf_value::f32(x)); }
   void set_bool(std::string_view key, bool x) { set(key, gguf_value::boolean(x)); }
   void set_string(std::string_view key, std::string x) { set(key, gguf_value::string(std::move(x))); }
-  // Stores general.alignment (u32); must be a non-zero power of two.
+  // Stores general.alignment (u32): a power of two of at least 8, as the reader requires. (A test that needs a file
+  // with another alignment sets the key itself; the layout then follows any power of two it holds.)
   void set_alignment(uint32_t alignment);
   // The alignment the file will use: general.alignment when it is a valid u32, else the default 32.
   uint32_t alignment() const;

@@ -1,5 +1,6 @@
 #include "model_loader/model_config.h"
 
+#include <cmath>
 #include <cstdint>
 #include <utility>
 
@@ -31,6 +32,22 @@ int64_t read_uniform_uint(const GgufFile& file, const std::string& key, int64_t 
     }
   }
   return values->front();
+}
+
+// A float the forward pass divides by, takes the root, power or logarithm of: it must be finite (also once narrowed
+// to the 32 bits it is used as) and positive, or zero where zero means "not set". A NaN, an infinity or a wrong sign
+// makes every logit NaN, and generation would "succeed" with empty text. (llama.cpp does not check these.)
+float checked_float(const GgufFile& file, const std::string& key, double value, bool zero_allowed) {
+  const auto narrowed = static_cast<float>(value);
+  const bool in_range = zero_allowed ? value >= 0 : (value > 0 && narrowed > 0);
+  if (!std::isfinite(value) || !std::isfinite(narrowed) || !in_range) {
+    // As written in the file: an f32 value prints as the float it is (-1e-05, not -9.999999747378752e-06).
+    const std::string written = static_cast<double>(narrowed) == value ? fmt::format("{}", narrowed)
+                                                                         : fmt::format("{}", value);
+    fail("{}: metadata key '{}' is {}, expected a finite {} number", file.path(), key, written,
+         zero_allowed ? "non-negative" : "positive");
+  }
+  return narrowed;
 }
 
 }  // namespace
@@ -84,24 +101,34 @@ ModelConfig read_model_config(const GgufFile& file) {
                                   c.head_dim);
   auto eps = file.find_float(p + "attention.layer_norm_rms_epsilon");
   if (!eps) fail("{}: required metadata key '{}attention.layer_norm_rms_epsilon' is missing", path, p);
-  c.rms_eps = static_cast<float>(*eps);
-  c.rope_freq_base = static_cast<float>(file.find_float(p + "rope.freq_base").value_or(10000.0));
+  c.rms_eps = checked_float(file, p + "attention.layer_norm_rms_epsilon", *eps, false);
+  c.rope_freq_base = checked_float(file, p + "rope.freq_base", file.find_float(p + "rope.freq_base").value_or(10000.0),
+                                   false);
   c.rope_layout = RopeLayout::Norm;  // llama GGUFs have Q/K rows permuted for the NORM layout (REFERENCE §4.3)
 
   const std::string scaling = file.find_string(p + "rope.scaling.type").value_or("linear");
-  auto factor = file.find_float(p + "rope.scaling.factor");
-  if (!factor) factor = file.find_float(p + "rope.scale_linear");
+  std::string factor_key = p + "rope.scaling.factor";
+  auto factor = file.find_float(factor_key);
+  if (!factor) {
+    factor_key = p + "rope.scale_linear";
+    factor = file.find_float(factor_key);
+  }
   if (scaling == "none") {
     c.rope_scaling = RopeScaling::None;
   } else if (scaling == "linear" || scaling == "yarn") {
-    const double f = factor.value_or(0.0);
+    const double f = factor ? checked_float(file, factor_key, *factor, true) : 0.0;
     c.rope_freq_scale = f == 0.0 ? 1.0f : static_cast<float>(1.0 / f);
+    if (!std::isfinite(c.rope_freq_scale)) {
+      fail("{}: metadata key '{}' is {}, too small: the frequency scale 1 / factor does not fit a 32-bit float",
+           path, factor_key, f);
+    }
     c.rope_scaling = scaling == "yarn" ? RopeScaling::Yarn
                                        : (c.rope_freq_scale == 1.0f ? RopeScaling::None : RopeScaling::Linear);
   } else {
     fail("{}: unsupported {}rope.scaling.type '{}' (supported: none, linear, yarn)", path, p, scaling);
   }
-  c.rope_attn_factor = static_cast<float>(file.find_float(p + "rope.scaling.attn_factor").value_or(1.0));
+  c.rope_attn_factor = checked_float(file, p + "rope.scaling.attn_factor",
+                                     file.find_float(p + "rope.scaling.attn_factor").value_or(1.0), false);
   c.rope_original_context =
       static_cast<int64_t>(file.find_uint(p + "rope.scaling.original_context_length").value_or(c.n_ctx_train));
 

@@ -3,7 +3,8 @@
 #
 #   scripts/test.sh              the suite on the normal build
 #   scripts/test.sh --sanitize   the suite on an AddressSanitizer + UBSan build (build-sanitize/)
-#   scripts/test.sh --fuzz [S]   the GGUF reader's libFuzzer target for S seconds (default 60)
+#   scripts/test.sh --fuzz [S]   the libFuzzer targets (GGUF reader, Jinja interpreter, batch request lines), S seconds
+#                                each (default 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -136,7 +136,13 @@ constexpr BuiltinTemplate kBuiltinTemplates[] = {
 
 ChatTemplate::ChatTemplate(std::string_view source) : template_(std::make_shared<const jinja::Template>(source)) {}
 
-std::string ChatTemplate::render(const ChatTemplateInputs& inputs) const {
+std::string ChatTemplate::render(const ChatTemplateInputs& inputs, const jinja::RenderLimits& limits) const {
+  jinja::RenderBudget budget(limits);
+  return render(inputs, budget);
+}
+
+std::string ChatTemplate::render(const ChatTemplateInputs& inputs, jinja::RenderBudget& budget) const {
+  jinja::RenderBudget::Activation active(budget);
   jinja::Variables variables = {
       {"messages", jinja::Value::from_json(inputs.messages)},
       {"add_generation_prompt", jinja::Value::boolean(inputs.add_generation_prompt)},
@@ -144,7 +150,7 @@ std::string ChatTemplate::render(const ChatTemplateInputs& inputs) const {
       {"eos_token", jinja::Value::string(inputs.eos_token)},
       {"raise_exception", jinja::raise_exception_function()},
   };
-  return template_->render(variables);
+  return template_->render(variables, budget);
 }
 
 std::string render_chat_template(const std::string& template_source, const ChatTemplateInputs& inputs) {

@@ -30,8 +30,11 @@ class ChatTemplate {
   // Throws jinja::TemplateError (a pagedllm::Error) when the interpreter cannot run `source`.
   explicit ChatTemplate(std::string_view source);
   // Throws jinja::TemplateError when the template fails or calls raise_exception (kind `raised`, with the
-  // template's message as detail()).
-  std::string render(const ChatTemplateInputs& inputs) const;
+  // template's message as detail()), or runs past `limits` (kind `limit`: "the template is too expensive: ...").
+  // Turning the conversation into template values counts against the same limits.
+  std::string render(const ChatTemplateInputs& inputs, const jinja::RenderLimits& limits = {}) const;
+  // The same, charging `budget` (which then tells what the render cost).
+  std::string render(const ChatTemplateInputs& inputs, jinja::RenderBudget& budget) const;
 
  private:
   std::shared_ptr<const jinja::Template> template_;

@@ -1,6 +1,7 @@
 // Attribute and item access, methods of str/list/dict, iteration, slicing and the default globals of the Jinja
 // interpreter (see jinja_builtins.h).
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 
 #include <fmt/format.h>
@@ -25,12 +26,15 @@ std::string object_description(const Value& object) {
   return object.type_name() + " object";
 }
 
+// Messages quote at most the start of a name or key: a template can look up a 30 MB string in a loop.
 Value missing_attribute(const Value& object, std::string_view name) {
-  return Value::undefined(fmt::format("'{}' has no attribute '{}'", object_description(object), name));
+  return Value::undefined(
+      fmt::format("'{}' has no attribute '{}'", object_description(object), text::abbreviate(name)));
 }
 
 Value missing_element(const Value& object, const Value& key) {
-  return Value::undefined(object_description(object) + " has no element " + key.repr());
+  std::string key_text = key.is_string() ? text::repr_string(text::abbreviate(key.as_string())) : key.repr();
+  return Value::undefined(object_description(object) + " has no element " + text::abbreviate(key_text));
 }
 
 // The sandbox HF renders in refuses methods that modify lists and dicts; using one fails with this message.
@@ -47,7 +51,7 @@ bool is_mutating_method(const Value& object, std::string_view name) {
   return false;
 }
 
-std::string require_string(const Value& value, std::string_view method, std::string_view what) {
+const std::string& require_string(const Value& value, std::string_view method, std::string_view what) {
   if (!value.is_string()) {
     fail_runtime(std::string(method) + "() " + std::string(what) + " must be str, not " + value.type_name());
   }
@@ -63,8 +67,9 @@ std::optional<std::string> optional_chars(const BoundArguments& bound, size_t in
 bool matches_affix(const std::string& s, const Value& affixes, bool at_start, std::string_view method) {
   std::vector<Value> candidates = affixes.is_tuple() ? affixes.items() : std::vector<Value>{affixes};
   for (const Value& candidate : candidates) {
-    std::string affix = require_string(candidate, method, "argument");
+    const std::string& affix = require_string(candidate, method, "argument");
     if (affix.size() > s.size()) continue;
+    charge_render_work(affix.size());
     if (at_start ? s.compare(0, affix.size(), affix) == 0
                  : s.compare(s.size() - affix.size(), affix.size(), affix) == 0) {
       return true;
@@ -133,6 +138,10 @@ std::string apply_format_spec(const Value& value, std::string_view spec) {
 // str.format: {} {0} {name} {name.attr} {name[key]} with !r/!s and a simple spec; {{ and }} are literal braces.
 std::string python_str_format(const std::string& format, const Arguments& arguments, RenderBudget& budget) {
   std::string out;
+  auto add = [&](std::string_view piece) {
+    budget.check_value_size(out.size() + piece.size());
+    out.append(piece);
+  };
   size_t auto_index = 0;
   for (size_t i = 0; i < format.size(); ++i) {
     char c = format[i];
@@ -172,9 +181,16 @@ std::string python_str_format(const std::string& format, const Arguments& argume
     std::string name = field.substr(0, name_end);
     Value value;
     if (name.empty() || std::all_of(name.begin(), name.end(), [](char d) { return d >= '0' && d <= '9'; })) {
-      size_t index = name.empty() ? auto_index++ : std::stoul(name);
+      // Digits past what an index can be (std::stoul would throw a foreign exception) are simply out of range.
+      size_t index = auto_index;
+      if (name.empty()) {
+        ++auto_index;
+      } else if (std::from_chars(name.data(), name.data() + name.size(), index).ec != std::errc()) {
+        index = SIZE_MAX;
+      }
       if (index >= arguments.positional.size()) {
-        fail_runtime("str.format: replacement index " + std::to_string(index) + " out of range");
+        fail_runtime("str.format: replacement index " + (name.empty() ? std::to_string(index) : text::abbreviate(name)) +
+                     " out of range");
       }
       value = arguments.positional[index];
     } else {
@@ -200,7 +216,7 @@ std::string python_str_format(const std::string& format, const Arguments& argume
     if (conversion == 'r') value = Value::string(value.repr());
     else if (conversion == 's') value = Value::string(value.str());
     else if (conversion != 0) fail_runtime(std::string("unknown conversion specifier ") + conversion);
-    out += apply_format_spec(value, spec);
+    add(apply_format_spec(value, spec));
   }
   budget.charge_bytes(out.size());
   return out;
@@ -218,13 +234,15 @@ Value bound_method(const std::string& type, std::string_view name, NativeFunctio
   return Value::function(type + "." + std::string(name), std::move(call));
 }
 
+// Each method holds the string value (a shared pointer), not a copy of its text: `big.startswith(x)` in a loop
+// must not copy a 30 MB string per call.
 Value string_method(const Value& object, std::string_view name) {
-  const std::string& s = object.as_string();
   std::string method(name);
   auto make = [&](NativeFunction call) { return bound_method("str", name, std::move(call)); };
   auto no_arguments = [method](const Arguments& arguments) { BoundArguments(method, arguments, {}); };
   if (name == "upper" || name == "lower" || name == "title" || name == "capitalize" || name == "swapcase") {
-    return make([s, method, no_arguments](Arguments& arguments, RenderBudget& budget) {
+    return make([object, method, no_arguments](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       no_arguments(arguments);
       budget.charge_bytes(s.size() * 2);
       if (method == "upper") return Value::string(text::upper(s));
@@ -238,13 +256,17 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
-    return make([s, method](Arguments& arguments, RenderBudget&) {
+    return make([object, method](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"chars"});
-      return Value::string(text::strip(s, optional_chars(bound, 0, method), method != "rstrip", method != "lstrip"));
+      std::string out = text::strip(s, optional_chars(bound, 0, method), method != "rstrip", method != "lstrip");
+      budget.charge_bytes(out.size());
+      return Value::string(std::move(out));
     });
   }
   if (name == "split" || name == "rsplit") {
-    return make([s, method](Arguments& arguments, RenderBudget& budget) {
+    return make([object, method](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"sep", "maxsplit"});
       std::optional<std::string> separator = optional_chars(bound, 0, method);
       if (separator && separator->empty()) fail_runtime("empty separator");
@@ -255,32 +277,39 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "splitlines") {
-    return make([s](Arguments& arguments, RenderBudget& budget) {
+    return make([object](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound("splitlines", arguments, {"keepends"});
       return string_list(text::splitlines(s, bound.get_boolean(0, false)), budget);
     });
   }
   if (name == "startswith" || name == "endswith") {
-    return make([s, method](Arguments& arguments, RenderBudget&) {
+    return make([object, method](Arguments& arguments, RenderBudget&) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"affix"});
       if (!bound.has(0)) fail_runtime(method + "() takes at least 1 argument (0 given)");
       return Value::boolean(matches_affix(s, bound.get(0), method == "startswith", method));
     });
   }
   if (name == "replace") {
-    return make([s](Arguments& arguments, RenderBudget& budget) {
+    return make([object](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound("replace", arguments, {"old", "new", "count"});
-      std::string old = require_string(bound.get(0), "replace", "argument 1");
-      std::string replacement = require_string(bound.get(1), "replace", "argument 2");
+      const Value old_value = bound.get(0);
+      const Value replacement_value = bound.get(1);
+      const std::string& old = require_string(old_value, "replace", "argument 1");
+      const std::string& replacement = require_string(replacement_value, "replace", "argument 2");
       std::string out = text::replace(s, old, replacement, bound.get_integer(2, -1));
       budget.charge_bytes(out.size());
       return Value::string(std::move(out));
     });
   }
   if (name == "find" || name == "rfind" || name == "index" || name == "rindex" || name == "count") {
-    return make([s, method](Arguments& arguments, RenderBudget&) {
+    return make([object, method](Arguments& arguments, RenderBudget&) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"sub"});
-      std::string needle = require_string(bound.get(0), method, "argument");
+      const Value needle_value = bound.get(0);
+      const std::string& needle = require_string(needle_value, method, "argument");
       if (method == "count") return Value::integer(text::count(s, needle));
       int64_t at = (method == "find" || method == "index") ? text::find(s, needle) : text::rfind(s, needle);
       if (at < 0 && (method == "index" || method == "rindex")) fail_runtime("substring not found");
@@ -288,30 +317,39 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "join") {
-    return make([s](Arguments& arguments, RenderBudget& budget) {
+    return make([object](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound("join", arguments, {"iterable"});
-      std::string out;
       std::vector<Value> items = iterate(bound.get(0));
+      size_t total = items.empty() ? 0 : s.size() * (items.size() - 1);
       for (size_t i = 0; i < items.size(); ++i) {
         if (!items[i].is_string()) {
           fail_runtime("sequence item " + std::to_string(i) + ": expected str instance, " + items[i].type_name() +
                        " found");
         }
+        total += items[i].as_string().size();
+        budget.check_value_size(total);
+      }
+      budget.charge_bytes(total);
+      std::string out;
+      out.reserve(total);
+      for (size_t i = 0; i < items.size(); ++i) {
         if (i > 0) out += s;
         out += items[i].as_string();
       }
-      budget.charge_bytes(out.size());
       return Value::string(std::move(out));
     });
   }
   if (name == "format") {
-    return make([s](Arguments& arguments, RenderBudget& budget) {
+    return make([object](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       return Value::string(python_str_format(s, arguments, budget));
     });
   }
   if (name == "isalpha" || name == "isdigit" || name == "isnumeric" || name == "isdecimal" || name == "isalnum" ||
       name == "isspace" || name == "islower" || name == "isupper") {
-    return make([s, method, no_arguments](Arguments& arguments, RenderBudget&) {
+    return make([object, method, no_arguments](Arguments& arguments, RenderBudget&) {
+      const std::string& s = object.as_string();
       no_arguments(arguments);
       if (method == "islower") return Value::boolean(text::is_lower(s));
       if (method == "isupper") return Value::boolean(text::is_upper(s));
@@ -326,7 +364,8 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "center" || name == "ljust" || name == "rjust" || name == "zfill") {
-    return make([s, method](Arguments& arguments, RenderBudget& budget) {
+    return make([object, method](Arguments& arguments, RenderBudget& budget) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"width", "fillchar"});
       int64_t width = bound.get_integer(0, 0);
       budget.charge_bytes(static_cast<size_t>(std::max<int64_t>(width, 0)) * 4);
@@ -346,9 +385,12 @@ Value string_method(const Value& object, std::string_view name) {
     });
   }
   if (name == "removeprefix" || name == "removesuffix") {
-    return make([s, method](Arguments& arguments, RenderBudget&) {
+    return make([object, method](Arguments& arguments, RenderBudget&) {
+      const std::string& s = object.as_string();
       BoundArguments bound(method, arguments, {"affix"});
-      std::string affix = require_string(bound.get(0), method, "argument");
+      const Value affix_value = bound.get(0);
+      const std::string& affix = require_string(affix_value, method, "argument");
+      charge_render_work(s.size());
       if (affix.size() <= s.size()) {
         if (method == "removeprefix" && s.compare(0, affix.size(), affix) == 0) {
           return Value::string(s.substr(affix.size()));
@@ -371,7 +413,8 @@ Value dict_method(const Value& object, std::string_view name) {
     return make([object, method](Arguments& arguments, RenderBudget& budget) {
       BoundArguments(method, arguments, {});
       const Dict& dict = object.as_dict();
-      budget.charge_bytes(dict.size() * sizeof(Value));
+      const size_t per_entry = method == "items" ? sizeof(Value) * 3 + kContainerValueOverhead : sizeof(Value);
+      budget.charge_bytes(kContainerValueOverhead + dict.size() * per_entry);
       std::vector<Value> out;
       out.reserve(dict.size());
       for (const auto& [key, value] : dict.entries()) {
@@ -404,16 +447,18 @@ Value list_method(const Value& object, std::string_view name) {
     return make([object](Arguments& arguments, RenderBudget&) {
       BoundArguments bound("index", arguments, {"value"});
       const auto& items = object.items();
+      charge_render_work(items.size() * sizeof(Value));
       for (size_t i = 0; i < items.size(); ++i) {
         if (items[i].equals(bound.get(0))) return Value::integer(static_cast<int64_t>(i));
       }
-      fail_runtime(bound.get(0).repr() + " is not in " + object.type_name());
+      fail_runtime(text::abbreviate(bound.get(0).repr()) + " is not in " + object.type_name());
     });
   }
   if (name == "count") {
     return make([object](Arguments& arguments, RenderBudget&) {
       BoundArguments bound("count", arguments, {"value"});
       const auto& items = object.items();
+      charge_render_work(items.size() * sizeof(Value));
       return Value::integer(std::count_if(items.begin(), items.end(),
                                           [&](const Value& item) { return item.equals(bound.get(0)); }));
     });
@@ -448,17 +493,24 @@ int64_t adjust_slice_index(const Value& bound, int64_t length, int64_t step, boo
   return index;
 }
 
-std::vector<size_t> slice_positions(int64_t length, const Value& start, const Value& stop, const Value& step) {
-  int64_t stride = step.is_none() ? 1 : slice_bound(step, "step");
-  if (stride == 0) fail_runtime("slice step cannot be zero");
-  int64_t first = adjust_slice_index(start, length, stride, true, "start");
-  int64_t last = adjust_slice_index(stop, length, stride, false, "stop");
-  std::vector<size_t> positions;
-  if (stride > 0) {
-    for (int64_t i = first; i < last; i += stride) positions.push_back(static_cast<size_t>(i));
-  } else {
-    for (int64_t i = first; i > last; i += stride) positions.push_back(static_cast<size_t>(i));
-  }
+// The positions a slice takes, as Python's slice.indices() gives them: first, first + stride, ... (count of them).
+struct SlicePositions {
+  int64_t first = 0;
+  int64_t stride = 1;
+  int64_t count = 0;
+  size_t at(int64_t k) const { return static_cast<size_t>(first + k * stride); }
+};
+
+SlicePositions slice_positions(int64_t length, const Value& start, const Value& stop, const Value& step) {
+  SlicePositions positions;
+  positions.stride = step.is_none() ? 1 : slice_bound(step, "step");
+  if (positions.stride == 0) fail_runtime("slice step cannot be zero");
+  if (positions.stride == INT64_MIN) positions.stride = -INT64_MAX;  // the same positions, and negatable
+  positions.first = adjust_slice_index(start, length, positions.stride, true, "start");
+  const int64_t last = adjust_slice_index(stop, length, positions.stride, false, "stop");
+  const int64_t span = positions.stride > 0 ? last - positions.first : positions.first - last;
+  const int64_t stride_size = positions.stride > 0 ? positions.stride : -positions.stride;
+  positions.count = span <= 0 ? 0 : (span - 1) / stride_size + 1;
   return positions;
 }
 
@@ -477,10 +529,8 @@ Value make_range(Arguments& arguments, RenderBudget& budget) {
   if (step == 0) fail_runtime("range() arg 3 must not be zero");
   long double span = step > 0 ? static_cast<long double>(stop) - start : static_cast<long double>(start) - stop;
   long double count_estimate = span <= 0 ? 0 : std::ceil(span / std::abs(static_cast<long double>(step)));
-  if (count_estimate * sizeof(Value) > budget.limits().max_output_bytes) {
-    budget.charge_bytes(budget.limits().max_output_bytes + 1);  // reports the limit
-  }
-  budget.charge_bytes(static_cast<size_t>(count_estimate) * sizeof(Value));
+  const long double bytes = count_estimate * sizeof(Value);
+  budget.charge_bytes(bytes >= static_cast<long double>(SIZE_MAX) ? SIZE_MAX : static_cast<size_t>(bytes));
   std::vector<Value> items;
   items.reserve(static_cast<size_t>(count_estimate));
   for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
@@ -501,15 +551,22 @@ void copy_mapping_into(const Value& mapping, const std::string& function,
 std::vector<Value> iterate(const Value& iterable) {
   switch (iterable.kind()) {
     case Value::Kind::undefined: return {};
-    case Value::Kind::list: return iterable.items();
+    case Value::Kind::list:
+      charge_render_work(iterable.items().size() * sizeof(Value));
+      return iterable.items();
     case Value::Kind::dict: {
+      charge_render_work(iterable.as_dict().size() * sizeof(Value));
       std::vector<Value> keys;
       keys.reserve(iterable.as_dict().size());
       for (const auto& entry : iterable.as_dict().entries()) keys.push_back(entry.first);
       return keys;
     }
     case Value::Kind::string: {
+      // One string value per character: ~100 bytes for each byte of text, counted before any exists.
+      const size_t n_characters = text::codepoint_count(iterable.as_string());
+      charge_render_bytes(n_characters * (sizeof(Value) + kStringValueOverhead));
       std::vector<Value> characters;
+      characters.reserve(n_characters);
       for (char32_t c : text::decode(iterable.as_string())) {
         std::string character;
         text::append_codepoint(character, c);
@@ -571,13 +628,9 @@ Value get_item(const Value& object, const Value& key) {
         if (index < 0 || index >= length) return missing_element(object, key);
         return object.items()[static_cast<size_t>(index)];
       }
-      std::u32string chars = text::decode(object.as_string());
-      int64_t length = static_cast<int64_t>(chars.size());
-      if (index < 0) index += length;
-      if (index < 0 || index >= length) return missing_element(object, key);
-      std::string character;
-      text::append_codepoint(character, chars[static_cast<size_t>(index)]);
-      return Value::string(std::move(character));
+      std::optional<std::string> character = text::codepoint_at(object.as_string(), index);
+      if (!character) return missing_element(object, key);
+      return Value::string(std::move(*character));
     }
     default:
       break;
@@ -586,7 +639,8 @@ Value get_item(const Value& object, const Value& key) {
   if (key.is_string()) {
     Value attribute = get_attribute(object, key.as_string());
     if (!attribute.is_undefined() || object.is_object()) return attribute;
-    return Value::undefined("'" + object_description(object) + "' has no attribute '" + key.as_string() + "'");
+    return Value::undefined("'" + object_description(object) + "' has no attribute '" +
+                            text::abbreviate(key.as_string()) + "'");
   }
   return missing_element(object, key);
 }
@@ -596,20 +650,30 @@ Value slice(const Value& object, const Value& start, const Value& stop, const Va
 
   if (object.is_list()) {
     const auto& items = object.items();
-    std::vector<size_t> positions = slice_positions(static_cast<int64_t>(items.size()), start, stop, step);
-    budget.charge_bytes(positions.size() * sizeof(Value));
+    const SlicePositions positions = slice_positions(static_cast<int64_t>(items.size()), start, stop, step);
+    budget.charge_bytes(kContainerValueOverhead + static_cast<size_t>(positions.count) * sizeof(Value));
     std::vector<Value> out;
-    out.reserve(positions.size());
-    for (size_t position : positions) out.push_back(items[position]);
+    out.reserve(static_cast<size_t>(positions.count));
+    for (int64_t k = 0; k < positions.count; ++k) out.push_back(items[positions.at(k)]);
     return object.is_tuple() ? Value::tuple(std::move(out)) : Value::list(std::move(out));
   }
   if (object.is_string()) {
-    std::u32string chars = text::decode(object.as_string());
-    std::vector<size_t> positions = slice_positions(static_cast<int64_t>(chars.size()), start, stop, step);
+    const std::string& s = object.as_string();
+    const SlicePositions positions = slice_positions(static_cast<int64_t>(text::codepoint_count(s)), start, stop, step);
+    if (positions.stride == 1) {
+      // The common s[a:b] is one byte range: no decoding, no copy but the result.
+      const size_t begin = text::byte_offset_of(s, positions.at(0));
+      const size_t end = text::byte_offset_of(s, positions.at(0) + static_cast<size_t>(positions.count));
+      budget.charge_bytes(end - begin);
+      return Value::string(s.substr(begin, end - begin));
+    }
+    std::u32string chars = text::decode(s);
     std::u32string out;
-    out.reserve(positions.size());
-    for (size_t position : positions) out.push_back(chars[position]);
-    budget.charge_bytes(out.size());
+    out.reserve(static_cast<size_t>(positions.count));
+    for (int64_t k = 0; k < positions.count; ++k) out.push_back(chars[positions.at(k)]);
+    size_t encoded_bytes = 0;  // at most: a malformed byte carried through takes one byte, not three
+    for (char32_t c : out) encoded_bytes += c < 0x80 ? 1 : c < 0x800 ? 2 : c < 0x10000 ? 3 : 4;
+    budget.charge_bytes(encoded_bytes);
     return Value::string(text::encode(out));
   }
   // jinja2 compiles a slice to a plain Python subscript (no Undefined fallback, unlike obj[key]).

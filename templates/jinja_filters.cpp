@@ -40,13 +40,23 @@ Value lookup_attribute_path(const Value& item, const Value& attribute) {
   Value current = item;
   for (const std::string& part : text::split(attribute.as_string(), std::string("."), -1)) {
     bool is_index = !part.empty() && std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    current = get_item(current, is_index ? Value::integer(std::stoll(part)) : Value::string(part));
+    if (!is_index) {
+      current = get_item(current, Value::string(part));
+      continue;
+    }
+    // An index too large for 64 bits indexes nothing (std::stoll would throw a foreign exception).
+    std::optional<int64_t> index = text::parse_int(part, 10);
+    current = index ? get_item(current, Value::integer(*index))
+                    : Value::undefined("no element " + text::abbreviate(part) + " (the index is out of range)");
   }
   return current;
 }
 
+// A lowered copy of every key lives for the whole sort: counted before it exists.
 Value ignore_case(const Value& value) {
-  return value.is_string() ? Value::string(text::lower(value.as_string())) : value;
+  if (!value.is_string()) return value;
+  charge_render_bytes(value.as_string().size() + kStringValueOverhead);
+  return Value::string(text::lower(value.as_string()));
 }
 
 // The sort key of jinja2's sort/min/max/unique: the attribute (or several, comma-separated), case-folded unless
@@ -89,9 +99,19 @@ int64_t python_len(const Value& value) {
   }
 }
 
-std::string html_escape(std::string_view s) {
+std::string html_escape(std::string_view s, RenderBudget& budget) {
+  // An entity is up to five times longer than its character: size the result before building it.
+  size_t escaped_size = 0;
+  for (char c : s) {
+    switch (c) {
+      case '&': case '<': case '>': escaped_size += 4 + (c == '&'); break;
+      case '"': case '\'': escaped_size += 5; break;
+      default: escaped_size += 1;
+    }
+  }
+  budget.charge_bytes(escaped_size);
   std::string out;
-  out.reserve(s.size());
+  out.reserve(escaped_size);
   for (char c : s) {
     switch (c) {
       case '&': out += "&amp;"; break;
@@ -152,11 +172,15 @@ Value filter_batch(const Value& input, Arguments& arguments, RenderBudget& budge
   std::vector<Value> rows;
   std::vector<Value> row;
   for (Value& item : iterate(input)) {
-    if (static_cast<int64_t>(row.size()) == line_count) rows.push_back(Value::list(std::exchange(row, {})));
+    if (static_cast<int64_t>(row.size()) == line_count) {
+      budget.charge_bytes(kContainerValueOverhead + row.size() * sizeof(Value));
+      rows.push_back(Value::list(std::exchange(row, {})));
+    }
     row.push_back(std::move(item));
   }
   if (!row.empty()) {
     if (bound.has(1) && !bound.get(1).is_none()) {
+      budget.charge_bytes(static_cast<size_t>(line_count - static_cast<int64_t>(row.size())) * sizeof(Value));
       while (static_cast<int64_t>(row.size()) < line_count) row.push_back(bound.get(1));
     }
     rows.push_back(Value::list(std::move(row)));
@@ -195,6 +219,7 @@ Value filter_dictsort(const Value& input, Arguments& arguments, RenderBudget& bu
   std::string by = bound.get_string(1).value_or("key");
   if (by != "key" && by != "value") fail_runtime("You can only sort by either \"key\" or \"value\"");
   bool case_sensitive = bound.get_boolean(0, false);
+  budget.charge_bytes(input.as_dict().size() * (3 * sizeof(Value) + kContainerValueOverhead));
   std::vector<Value> pairs;
   std::vector<Value> keys;
   for (const auto& [key, value] : input.as_dict().entries()) {
@@ -207,13 +232,17 @@ Value filter_dictsort(const Value& input, Arguments& arguments, RenderBudget& bu
 
 Value filter_escape(const Value& input, Arguments& arguments, RenderBudget& budget) {
   BoundArguments("escape", arguments, {});
-  return string_result(html_escape(input.str()), budget);
+  return Value::string(html_escape(input.str(), budget));
 }
 
 Value filter_first(const Value& input, Arguments& arguments, RenderBudget&) {
   BoundArguments("first", arguments, {});
   if (input.is_list()) {
     return input.items().empty() ? Value::undefined("No first item, sequence was empty.") : input.items().front();
+  }
+  if (input.is_string()) {  // one character, without a value for every other one
+    std::optional<std::string> first = text::codepoint_at(input.as_string(), 0);
+    return first ? Value::string(std::move(*first)) : Value::undefined("No first item, sequence was empty.");
   }
   std::vector<Value> items = iterate(input);
   return items.empty() ? Value::undefined("No first item, sequence was empty.") : items.front();
@@ -223,6 +252,10 @@ Value filter_last(const Value& input, Arguments& arguments, RenderBudget&) {
   BoundArguments("last", arguments, {});
   if (input.is_list()) {
     return input.items().empty() ? Value::undefined("No last item, sequence was empty.") : input.items().back();
+  }
+  if (input.is_string()) {
+    std::optional<std::string> last = text::codepoint_at(input.as_string(), -1);
+    return last ? Value::string(std::move(*last)) : Value::undefined("No last item, sequence was empty.");
   }
   std::vector<Value> items = iterate(input);
   return items.empty() ? Value::undefined("No last item, sequence was empty.") : items.back();
@@ -289,6 +322,10 @@ Value filter_indent(const Value& input, Arguments& arguments, RenderBudget& budg
   }
   // jinja2 appends a newline first so that splitlines() keeps a trailing empty line.
   std::vector<std::string> lines = text::splitlines(input.as_string() + "\n", false);
+  // Every line may gain the indentation: size the result before building it.
+  size_t indented_size = indentation.size();
+  for (const std::string& line : lines) indented_size += line.size() + 1 + indentation.size();
+  budget.charge_bytes(indented_size);
   std::string out;
   if (bound.get_boolean(2, false)) {
     for (size_t i = 0; i < lines.size(); ++i) {
@@ -311,6 +348,7 @@ Value filter_items(const Value& input, Arguments& arguments, RenderBudget& budge
   BoundArguments("items", arguments, {});
   if (input.is_undefined()) return Value::list({});
   if (!input.is_dict()) fail_runtime("Can only get item pairs from a mapping.");
+  budget.charge_bytes(input.as_dict().size() * (2 * sizeof(Value) + kContainerValueOverhead));
   std::vector<Value> pairs;
   for (const auto& [key, value] : input.as_dict().entries()) pairs.push_back(Value::tuple({key, value}));
   return list_result(std::move(pairs), budget);
@@ -323,12 +361,17 @@ Value filter_join(const Value& input, Arguments& arguments, RenderBudget& budget
   std::string out;
   bool first = true;
   for (const Value& item : iterate(input)) {
+    Value part = lookup_attribute_path(item, attribute);
+    std::string converted = part.is_string() ? std::string() : part.str();
+    const std::string& text = part.is_string() ? part.as_string() : converted;
+    const size_t added = (first ? 0 : separator.size()) + text.size();
+    budget.charge_bytes(added);  // before the bytes exist, and failing as soon as the result is too long
+    budget.check_value_size(out.size() + added);
     if (!first) out += separator;
     first = false;
-    out += lookup_attribute_path(item, attribute).str();
-    if (out.size() > budget.limits().max_output_bytes) budget.charge_bytes(out.size());
+    out += text;
   }
-  return string_result(std::move(out), budget);
+  return Value::string(std::move(out));
 }
 
 Value filter_list(const Value& input, Arguments& arguments, RenderBudget& budget) {
@@ -521,6 +564,8 @@ Value filter_slice(const Value& input, Arguments& arguments, RenderBudget& budge
   int64_t per_slice = length / slices;
   int64_t with_extra = length % slices;
   int64_t offset = 0;
+  budget.charge_bytes(static_cast<size_t>(slices) * (kContainerValueOverhead + sizeof(Value) * 2) +
+                      items.size() * sizeof(Value));
   std::vector<Value> out;
   for (int64_t number = 0; number < slices; ++number) {
     int64_t start = offset + number * per_slice;
@@ -550,19 +595,47 @@ Value filter_string(const Value& input, Arguments& arguments, RenderBudget& budg
   return input.is_string() ? input : string_result(input.str(), budget);
 }
 
+// markupsafe's striptags loop: while the text has `open` at s and `close` at or after s, cut [s, end of close).
+// Each search starts again at the front, but the text kept so far holds no `open` except across the last cut, so
+// only its last open.size() - 1 bytes need a second look: one pass instead of moving the rest of the text (and
+// searching it again) once per tag.
+std::string remove_spans(std::string_view text, std::string_view open, std::string_view close) {
+  std::string kept;
+  std::string_view rest = text;
+  constexpr size_t npos = std::string_view::npos;
+  while (true) {
+    // Positions below are in the window: the last `tail` bytes of `kept`, then `rest`.
+    const size_t tail = std::min(kept.size(), open.size() - 1);
+    auto at = [&](size_t i) { return i < tail ? kept[kept.size() - tail + i] : rest[i - tail]; };
+    auto find = [&](std::string_view needle, size_t from) -> size_t {
+      for (size_t i = from; i < tail && i + needle.size() <= tail + rest.size(); ++i) {
+        size_t k = 0;
+        while (k < needle.size() && at(i + k) == needle[k]) ++k;
+        if (k == needle.size()) return i;
+      }
+      const size_t found = text::find_bytes(rest, needle, from > tail ? from - tail : 0);
+      return found == npos ? npos : found + tail;
+    };
+    const size_t start = find(open, 0);
+    if (start == npos) break;
+    const size_t end = find(close, start);
+    if (end == npos) break;
+    const size_t cut_end = end + close.size();
+    if (cut_end <= tail) {
+      kept.erase(kept.size() - tail + start, cut_end - start);
+      continue;
+    }
+    if (start < tail) kept.resize(kept.size() - tail + start);
+    else kept.append(rest.substr(0, start - tail));
+    rest.remove_prefix(cut_end - tail);
+  }
+  kept.append(rest);
+  return kept;
+}
+
 Value filter_striptags(const Value& input, Arguments& arguments, RenderBudget& budget) {
   BoundArguments("striptags", arguments, {});
-  std::string value = input.str();
-  for (size_t start = value.find("<!--"); start != std::string::npos; start = value.find("<!--")) {
-    size_t end = value.find("-->", start);
-    if (end == std::string::npos) break;
-    value.erase(start, end + 3 - start);
-  }
-  for (size_t start = value.find('<'); start != std::string::npos; start = value.find('<')) {
-    size_t end = value.find('>', start);
-    if (end == std::string::npos) break;
-    value.erase(start, end + 1 - start);
-  }
+  std::string value = remove_spans(remove_spans(input.str(), "<!--", "-->"), "<", ">");
   std::string out;
   for (const std::string& word : text::split(value, std::nullopt, -1)) out += (out.empty() ? "" : " ") + word;
   static constexpr std::pair<std::string_view, std::string_view> kEntities[] = {
@@ -664,6 +737,7 @@ Value filter_unique(const Value& input, Arguments& arguments, RenderBudget& budg
   for (const Value& item : iterate(input)) {
     Value key = sort_key(item, attribute, case_sensitive, false);
     if (key.is_string()) {
+      budget.charge_bytes(key.as_string().size());  // hashed, and kept in the set
       if (!seen_strings.insert(key.as_string()).second) continue;
     } else {
       if (key.is_dict() || (key.is_list() && !key.is_tuple())) {

@@ -2,12 +2,15 @@
 // statement, expression and loop iteration to the render's budget.
 #include "templates/jinja_interpreter.h"
 
+#include <unordered_set>
+
 #include <fmt/format.h>
 
 #include "templates/jinja_builtins.h"
 #include "templates/jinja_error.h"
 #include "templates/jinja_operators.h"
 #include "templates/jinja_parser.h"
+#include "templates/jinja_text.h"
 
 namespace pagedllm::jinja {
 namespace {
@@ -47,7 +50,20 @@ enum class Flow { normal, break_loop, continue_loop };
 
 class Interpreter {
  public:
-  Interpreter(const Variables& globals, const RenderLimits& limits) : globals_(globals), budget_(limits) {}
+  Interpreter(const Variables& globals, RenderBudget& budget) : globals_(globals), budget_(budget) {}
+  Interpreter(const Interpreter&) = delete;
+  Interpreter& operator=(const Interpreter&) = delete;
+
+  // Values can form reference cycles that shared pointers never free: a macro holds the scope it was defined in,
+  // which holds the macro; a namespace can hold itself, or a macro. Nothing made during a render is reachable after
+  // it (it returns text), so the render breaks every cycle it could have made when it ends, thrown out or not.
+  ~Interpreter() {
+    for (const ScopePtr& scope : macro_scopes_) {
+      scope->variables.clear();
+      scope->parent.reset();
+    }
+    for (const Value& holder : assigned_namespaces_) holder.as_object().attributes.clear();
+  }
 
   std::string render(const Body& body) {
     auto root = std::make_shared<Scope>(nullptr);
@@ -115,6 +131,10 @@ class Interpreter {
                      holder.type_name() + ")");
       }
       holder.as_object().set(target.namespace_attribute, value);
+      if (remembered_namespaces_.insert(&holder.as_object()).second) {
+        budget_.charge_bytes(kKeptAliveBytes);  // it lives until the render ends
+        assigned_namespaces_.push_back(holder);
+      }
       return;
     }
     if (!target.unpack) {
@@ -251,6 +271,11 @@ class Interpreter {
     // loop.cycle and loop.changed read the position and remember the last value across iterations.
     auto position = std::make_shared<size_t>(0);
     auto last_seen = std::make_shared<std::optional<Value>>();
+    // loop.changed(loop) would make a cycle through the loop object: let go of the last value when the loop ends.
+    struct ForgetLastSeen {
+      std::shared_ptr<std::optional<Value>> last_seen;
+      ~ForgetLastSeen() { last_seen->reset(); }
+    } forget_last_seen{last_seen};
     Value cycle = Value::function("loop.cycle", [position](Arguments& arguments, RenderBudget&) {
       if (arguments.positional.empty()) fail_runtime("no items for cycling given");
       return arguments.positional[*position % arguments.positional.size()];
@@ -274,6 +299,8 @@ class Interpreter {
   // A macro (or a call block's `caller`): a function that renders `body` in a fresh frame over `definition`.
   Value make_macro(const std::string& name, const std::vector<MacroParameter>& parameters, const Body& body,
                    const ScopePtr& definition) {
+    budget_.charge_bytes(kKeptAliveBytes);  // the scope lives until the render ends
+    macro_scopes_.push_back(definition);
     return Value::function(name, [this, name, &parameters, &body, definition](Arguments& arguments, RenderBudget&) {
       if (macro_depth_ >= budget_.limits().max_macro_depth) {
         throw TemplateError(TemplateError::Kind::limit, "macros nested more than " +
@@ -471,7 +498,12 @@ class Interpreter {
   }
 
   const Variables& globals_;
-  RenderBudget budget_;
+  RenderBudget& budget_;
+  // About what keeping a scope or a namespace until the end of the render costs (its few variables, the loop object).
+  static constexpr size_t kKeptAliveBytes = 1024;
+  std::vector<ScopePtr> macro_scopes_;  // scopes macros were defined in, emptied when the render ends
+  std::vector<Value> assigned_namespaces_;  // namespaces given an attribute, emptied when the render ends
+  std::unordered_set<const Object*> remembered_namespaces_;
   int depth_ = 0;
   int macro_depth_ = 0;
 };
@@ -481,14 +513,21 @@ class Interpreter {
 Template::Template(std::string_view source) : body_(std::make_shared<const Body>(parse_template(source))) {}
 
 std::string Template::render(const Variables& variables, const RenderLimits& limits) const {
-  Interpreter interpreter(variables, limits);
+  RenderBudget budget(limits);
+  return render(variables, budget);
+}
+
+std::string Template::render(const Variables& variables, RenderBudget& budget) const {
+  RenderBudget::Activation active(budget);
+  Interpreter interpreter(variables, budget);
   return interpreter.render(*body_);
 }
 
 Value raise_exception_function() {
   return Value::function("raise_exception", [](Arguments& arguments, RenderBudget&) -> Value {
     std::string message = arguments.positional.empty() ? std::string() : arguments.positional[0].str();
-    throw TemplateError(TemplateError::Kind::raised, message);
+    // The message is shown to the user (and in the chatml fallback's notice): the start of a huge one will do.
+    throw TemplateError(TemplateError::Kind::raised, text::abbreviate(message, 4096));
   });
 }
 

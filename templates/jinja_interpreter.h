@@ -27,6 +27,8 @@ class Template {
   // Renders with `variables` as the global context, over jinja2's default globals (range, dict, namespace, joiner).
   // Throws TemplateError (runtime, raised or limit).
   std::string render(const Variables& variables, const RenderLimits& limits = {}) const;
+  // The same, charging `budget`, which may already hold what building `variables` cost.
+  std::string render(const Variables& variables, RenderBudget& budget) const;
 
  private:
   std::shared_ptr<const Body> body_;

@@ -6,6 +6,7 @@
 
 #include "templates/jinja_builtins.h"
 #include "templates/jinja_error.h"
+#include "templates/jinja_limits.h"
 #include "templates/jinja_text.h"
 
 namespace pagedllm::jinja {
@@ -47,55 +48,65 @@ class JsonWriter {
       throw TemplateError(TemplateError::Kind::limit, "a value is nested too deeply to serialise as JSON");
     }
     switch (value.kind()) {
-      case Value::Kind::none: out_ += "null"; break;
-      case Value::Kind::boolean: out_ += value.as_boolean() ? "true" : "false"; break;
-      case Value::Kind::integer: out_ += std::to_string(value.as_integer()); break;
-      case Value::Kind::floating: out_ += json_float(value.as_floating()); break;
+      case Value::Kind::none: add("null"); break;
+      case Value::Kind::boolean: add(value.as_boolean() ? "true" : "false"); break;
+      case Value::Kind::integer: add(std::to_string(value.as_integer())); break;
+      case Value::Kind::floating: add(json_float(value.as_floating())); break;
       case Value::Kind::string: write_string(value.as_string()); break;
       case Value::Kind::list: {
         const auto& items = value.items();
+        charge_render_work(items.size() * sizeof(Value));
         if (items.empty()) {
-          out_ += "[]";
+          add("[]");
           break;
         }
-        out_ += "[";
+        add("[");
         for (size_t i = 0; i < items.size(); ++i) {
-          out_ += i == 0 ? newline(depth + 1) : item_separator_ + newline(depth + 1);
+          add(i == 0 ? newline(depth + 1) : item_separator_ + newline(depth + 1));
           write(items[i], depth + 1);
         }
-        out_ += newline(depth) + "]";
+        add(newline(depth) + "]");
         break;
       }
       case Value::Kind::dict: {
         std::vector<std::pair<std::string, const Value*>> entries;
+        charge_render_work(value.as_dict().size() * 2 * sizeof(Value));
         for (const auto& [key, item] : value.as_dict().entries()) entries.emplace_back(json_key(key), &item);
         if (format_.sort_keys) {
           std::stable_sort(entries.begin(), entries.end(),
                            [](const auto& a, const auto& b) { return a.first < b.first; });
         }
         if (entries.empty()) {
-          out_ += "{}";
+          add("{}");
           break;
         }
-        out_ += "{";
+        add("{");
         for (size_t i = 0; i < entries.size(); ++i) {
-          out_ += i == 0 ? newline(depth + 1) : item_separator_ + newline(depth + 1);
+          add(i == 0 ? newline(depth + 1) : item_separator_ + newline(depth + 1));
           write_string(entries[i].first);
-          out_ += format_.key_separator;
+          add(format_.key_separator);
           write(*entries[i].second, depth + 1);
         }
-        out_ += newline(depth) + "}";
+        add(newline(depth) + "}");
         break;
       }
       default:
         fail_runtime("Object of type " + value.type_name() + " is not JSON serializable");
     }
-    if (out_.size() > budget_.limits().max_output_bytes) budget_.charge_bytes(out_.size());
   }
 
  private:
+  // Every piece is checked against the value limit before it is appended: separators and indentation are the
+  // template's own strings, as long as it likes, repeated for every item and every level.
+  void add(std::string_view piece) {
+    budget_.check_value_size(out_.size() + piece.size());
+    charge_render_work(piece.size());
+    out_.append(piece);
+  }
+
   std::string newline(int level) const {
     if (!format_.indent) return "";
+    budget_.check_value_size(out_.size() + 1 + format_.indent->size() * static_cast<size_t>(level));
     std::string text = "\n";
     for (int i = 0; i < level; ++i) text += *format_.indent;
     return text;

@@ -1,6 +1,7 @@
 // Python operators on Jinja values (see jinja_operators.h).
 #include "templates/jinja_operators.h"
 
+#include <algorithm>
 #include <cmath>
 #include <compare>
 #include <cstdio>
@@ -8,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "templates/jinja_error.h"
+#include "templates/jinja_limits.h"
 #include "templates/jinja_text.h"
 
 namespace pagedllm::jinja {
@@ -42,24 +44,21 @@ void check_overflow(bool overflowed) {
   if (overflowed) fail_runtime("integer overflow (the result does not fit in 64 bits)");
 }
 
+// a * b, or SIZE_MAX when that does not fit: sizes are checked against the limits before anything is built.
+size_t saturating_product(size_t a, size_t b) { return (b != 0 && a > SIZE_MAX / b) ? SIZE_MAX : a * b; }
+
 Value repeat(const Value& sequence, int64_t times, RenderBudget& budget) {
   if (times < 0) times = 0;
   if (sequence.is_string()) {
     const std::string& s = sequence.as_string();
-    if (!s.empty() && static_cast<uint64_t>(times) > budget.limits().max_output_bytes / s.size()) {
-      budget.charge_bytes(budget.limits().max_output_bytes + 1);  // reports the limit
-    }
-    budget.charge_bytes(s.size() * static_cast<size_t>(times));
+    budget.charge_bytes(saturating_product(s.size(), static_cast<size_t>(times)));
     std::string out;
     out.reserve(s.size() * static_cast<size_t>(times));
     for (int64_t i = 0; i < times; ++i) out += s;
     return Value::string(std::move(out));
   }
   const auto& items = sequence.items();
-  if (!items.empty() && static_cast<uint64_t>(times) > budget.limits().max_output_bytes / items.size()) {
-    budget.charge_bytes(budget.limits().max_output_bytes + 1);
-  }
-  budget.charge_bytes(items.size() * static_cast<size_t>(times) * sizeof(Value));
+  budget.charge_bytes(saturating_product(saturating_product(items.size(), static_cast<size_t>(times)), sizeof(Value)));
   std::vector<Value> out;
   out.reserve(items.size() * static_cast<size_t>(times));
   for (int64_t i = 0; i < times; ++i) out.insert(out.end(), items.begin(), items.end());
@@ -175,6 +174,7 @@ std::partial_ordering order(const Value& left, const Value& right, const char* o
     return left.as_integer() <=> right.as_integer();
   }
   if (left.is_string() && right.is_string()) {
+    charge_render_work(std::min(left.as_string().size(), right.as_string().size()));
     int c = left.as_string().compare(right.as_string());  // UTF-8 byte order is code point order
     return c < 0 ? std::partial_ordering::less : c > 0 ? std::partial_ordering::greater
                                                       : std::partial_ordering::equivalent;
@@ -182,6 +182,7 @@ std::partial_ordering order(const Value& left, const Value& right, const char* o
   if (left.is_list() && right.is_list() && left.is_tuple() == right.is_tuple()) {
     const auto& a = left.items();
     const auto& b = right.items();
+    charge_render_work(std::min(a.size(), b.size()) * sizeof(Value));
     for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
       if (!a[i].equals(b[i])) return order(a[i], b[i], op_symbol);
     }
@@ -229,10 +230,16 @@ void fail_undefined(const Value& undefined) {
 
 Value binary_operation(BinaryOperator op, const Value& left, const Value& right, RenderBudget& budget) {
   if (op == BinaryOperator::concat) {
-    std::string a = left.str();
-    std::string b = right.str();
+    // Strings are joined without copying them first; other values are printed (within the value limit) first.
+    std::string left_text = left.is_string() ? std::string() : left.str();
+    std::string right_text = right.is_string() ? std::string() : right.str();
+    const std::string& a = left.is_string() ? left.as_string() : left_text;
+    const std::string& b = right.is_string() ? right.as_string() : right_text;
     budget.charge_bytes(a.size() + b.size());
-    return Value::string(a + b);
+    std::string joined;
+    joined.reserve(a.size() + b.size());
+    joined.append(a).append(b);
+    return Value::string(std::move(joined));
   }
   if (left.is_undefined()) fail_undefined(left);
   if (right.is_undefined()) fail_undefined(right);
@@ -307,8 +314,9 @@ bool contains(const Value& container, const Value& item) {
       if (!item.is_string()) {
         fail_runtime("'in <string>' requires string as left operand, not " + item.type_name());
       }
-      return container.as_string().find(item.as_string()) != std::string::npos;
+      return text::find_bytes(container.as_string(), item.as_string(), 0) != std::string_view::npos;
     case Value::Kind::list:
+      charge_render_work(container.items().size() * sizeof(Value));
       for (const Value& element : container.items()) {
         if (element.equals(item)) return true;
       }
@@ -331,6 +339,11 @@ std::string printf_format(std::string_view format, const Value& arguments, Rende
   size_t next = 0;
   bool used_mapping = false;
   std::string out;
+  auto add = [&](std::string_view piece) {
+    budget.check_value_size(out.size() + piece.size());
+    out.append(piece);
+  };
+  charge_render_work(format.size());
   for (size_t i = 0; i < format.size(); ++i) {
     if (format[i] != '%') {
       out.push_back(format[i]);
@@ -382,7 +395,7 @@ std::string printf_format(std::string_view format, const Value& arguments, Rende
       case 'a': {
         std::string body = conversion == 's' ? value->str() : value->repr();
         if (precision >= 0) body = text::encode(text::decode(body).substr(0, static_cast<size_t>(precision)));
-        out += pad(std::move(body), flags, width);
+        add(pad(std::move(body), flags, width));
         break;
       }
       case 'c': {
@@ -393,11 +406,11 @@ std::string printf_format(std::string_view format, const Value& arguments, Rende
         } else {
           fail_runtime("%c requires an int or a one-character str");
         }
-        out += pad(std::move(body), flags, width);
+        add(pad(std::move(body), flags, width));
         break;
       }
       case 'd': case 'i': case 'x': case 'X': case 'o': case 'f': case 'F': case 'e': case 'E': case 'g': case 'G':
-        out += format_number(spec, conversion, *value);
+        add(format_number(spec, conversion, *value));
         break;
       default:
         fail_runtime(std::string("unsupported format character '") + conversion + "'");

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "common/unicode.h"
+#include "templates/jinja_limits.h"
 
 namespace pagedllm::jinja::text {
 namespace {
@@ -94,6 +95,7 @@ std::pair<char32_t, size_t> decode_one(std::string_view utf8, size_t at) {
 }  // namespace
 
 std::u32string decode(std::string_view utf8) {
+  charge_render_work(utf8.size());
   std::u32string out;
   out.reserve(utf8.size());
   for (size_t i = 0; i < utf8.size();) {
@@ -125,6 +127,7 @@ void append_codepoint(std::string& out, char32_t c) {
 }
 
 std::string encode(std::u32string_view codepoints) {
+  charge_render_work(codepoints.size());
   std::string out;
   out.reserve(codepoints.size());
   for (char32_t c : codepoints) append_codepoint(out, c);
@@ -132,8 +135,66 @@ std::string encode(std::u32string_view codepoints) {
 }
 
 size_t codepoint_count(std::string_view utf8) {
-  bool ascii = std::all_of(utf8.begin(), utf8.end(), [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-  return ascii ? utf8.size() : decode(utf8).size();
+  charge_render_work(utf8.size());
+  size_t count = 0;
+  for (size_t i = 0; i < utf8.size(); ++count) {
+    // The same steps as decode(), without building the code points: `len(content)` on a long message stays cheap.
+    i += static_cast<unsigned char>(utf8[i]) < 0x80 ? 1 : decode_one(utf8, i).second;
+  }
+  return count;
+}
+
+size_t byte_offset_of(std::string_view utf8, size_t codepoint_index) {
+  charge_render_work(utf8.size());
+  size_t i = 0;
+  for (size_t position = 0; position < codepoint_index && i < utf8.size(); ++position) {
+    i += static_cast<unsigned char>(utf8[i]) < 0x80 ? 1 : decode_one(utf8, i).second;
+  }
+  return i;
+}
+
+std::optional<std::string> codepoint_at(std::string_view utf8, int64_t index) {
+  if (index < 0) index += static_cast<int64_t>(codepoint_count(utf8));
+  if (index < 0) return std::nullopt;
+  charge_render_work(utf8.size());
+  int64_t position = 0;
+  for (size_t i = 0; i < utf8.size(); ++position) {
+    auto [codepoint, length] = decode_one(utf8, i);
+    if (position == index) {
+      std::string character;
+      append_codepoint(character, codepoint);
+      return character;
+    }
+    i += length;
+  }
+  return std::nullopt;
+}
+
+size_t find_bytes(std::string_view haystack, std::string_view needle, size_t from) {
+  if (from > haystack.size()) return std::string_view::npos;
+  const void* found = ::memmem(haystack.data() + from, haystack.size() - from, needle.data(), needle.size());
+  const size_t at = found == nullptr ? std::string_view::npos
+                                     : static_cast<size_t>(static_cast<const char*>(found) - haystack.data());
+  // What the search read: up to the match (repeated searches along one text cost one pass), or all of it.
+  charge_render_work((at == std::string_view::npos ? haystack.size() : at) - from + needle.size());
+  return at;
+}
+
+size_t rfind_bytes(std::string_view haystack, std::string_view needle) {
+  if (needle.size() > haystack.size()) return std::string_view::npos;
+  // The last occurrence is the first one in the reversed text: one linear search instead of a backward scan that
+  // compares the needle again at every position.
+  std::string reversed_haystack(haystack.rbegin(), haystack.rend());
+  std::string reversed_needle(needle.rbegin(), needle.rend());
+  const size_t found = find_bytes(reversed_haystack, reversed_needle, 0);
+  return found == std::string_view::npos ? found : haystack.size() - found - needle.size();
+}
+
+std::string abbreviate(std::string_view text, size_t max_bytes) {
+  if (text.size() <= max_bytes) return std::string(text);
+  size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+  return std::string(text.substr(0, cut)) + "... (" + std::to_string(text.size()) + " bytes)";
 }
 
 size_t codepoint_index(std::string_view utf8, size_t byte_offset) {
@@ -264,9 +325,12 @@ bool is_upper(std::string_view s) {
 std::string strip(std::string_view s, const std::optional<std::string>& chars, bool left, bool right) {
   // Walks in from both ends without decoding the middle: trimming a long message stays cheap.
   std::u32string strip_set;
-  if (chars) strip_set = decode(*chars);
+  if (chars) {
+    strip_set = decode(*chars);
+    std::sort(strip_set.begin(), strip_set.end());  // a binary search per character, however long `chars` is
+  }
   auto strippable = [&](char32_t c) {
-    return chars ? strip_set.find(c) != std::u32string::npos : is_space(c);
+    return chars ? std::binary_search(strip_set.begin(), strip_set.end(), c) : is_space(c);
   };
   size_t begin = 0;
   size_t end = s.size();
@@ -290,8 +354,20 @@ std::string strip(std::string_view s, const std::optional<std::string>& chars, b
       end = start;
     }
   }
+  charge_render_work(end - begin);
   return std::string(s.substr(begin, end - begin));
 }
+
+namespace {
+
+// Each part becomes a string value of its own: its memory is counted before it exists, since a million one-byte
+// parts cost far more than the bytes they hold.
+void add_part(std::vector<std::string>& parts, std::string_view part) {
+  charge_render_bytes(part.size() + kStringValueOverhead);
+  parts.emplace_back(part);
+}
+
+}  // namespace
 
 std::vector<std::string> split(std::string_view s, const std::optional<std::string>& separator, int64_t max_split) {
   std::vector<std::string> parts;
@@ -299,12 +375,12 @@ std::vector<std::string> split(std::string_view s, const std::optional<std::stri
   if (separator) {
     size_t start = 0;
     while (remaining-- > 0) {
-      size_t found = s.find(*separator, start);
+      size_t found = find_bytes(s, *separator, start);
       if (found == std::string_view::npos) break;
-      parts.emplace_back(s.substr(start, found - start));
+      add_part(parts, s.substr(start, found - start));
       start = found + separator->size();
     }
-    parts.emplace_back(s.substr(start));
+    add_part(parts, s.substr(start));
     return parts;
   }
   std::u32string codepoints = decode(s);
@@ -315,12 +391,12 @@ std::vector<std::string> split(std::string_view s, const std::optional<std::stri
     if (i == n) break;
     size_t word_start = i;
     while (i < n && !is_space(codepoints[i])) ++i;
-    parts.push_back(encode(std::u32string_view(codepoints).substr(word_start, i - word_start)));
+    add_part(parts, encode(std::u32string_view(codepoints).substr(word_start, i - word_start)));
   }
   if (i < n) {
     // The split limit was reached: the rest, less its leading whitespace, is the last part.
     while (i < n && is_space(codepoints[i])) ++i;
-    if (i != n) parts.push_back(encode(std::u32string_view(codepoints).substr(i)));
+    if (i != n) add_part(parts, encode(std::u32string_view(codepoints).substr(i)));
   }
   return parts;
 }
@@ -329,15 +405,12 @@ std::vector<std::string> rsplit(std::string_view s, const std::optional<std::str
   std::vector<std::string> parts;
   int64_t remaining = max_split < 0 ? INT64_MAX : max_split;
   if (separator) {
-    size_t end = s.size();
-    while (remaining-- > 0) {
-      if (end < separator->size()) break;
-      size_t found = s.rfind(*separator, end - separator->size());
-      if (found == std::string_view::npos) break;
-      parts.emplace_back(s.substr(found + separator->size(), end - found - separator->size()));
-      end = found;
-    }
-    parts.emplace_back(s.substr(0, end));
+    // Splitting from the right is splitting the reversed text from the left (matches are taken right to left, as
+    // Python does, which differs for a separator that overlaps itself), with one linear pass.
+    std::string reversed_s(s.rbegin(), s.rend());
+    std::string reversed_separator(separator->rbegin(), separator->rend());
+    parts = split(reversed_s, reversed_separator, max_split);
+    for (std::string& part : parts) std::reverse(part.begin(), part.end());
     std::reverse(parts.begin(), parts.end());
     return parts;
   }
@@ -348,11 +421,11 @@ std::vector<std::string> rsplit(std::string_view s, const std::optional<std::str
     if (i < 0) break;
     int64_t word_end = i + 1;
     while (i >= 0 && !is_space(codepoints[i])) --i;
-    parts.push_back(encode(std::u32string_view(codepoints).substr(i + 1, word_end - (i + 1))));
+    add_part(parts, encode(std::u32string_view(codepoints).substr(i + 1, word_end - (i + 1))));
   }
   if (i >= 0) {
     while (i >= 0 && is_space(codepoints[i])) --i;
-    if (i >= 0) parts.push_back(encode(std::u32string_view(codepoints).substr(0, i + 1)));
+    if (i >= 0) add_part(parts, encode(std::u32string_view(codepoints).substr(0, i + 1)));
   }
   std::reverse(parts.begin(), parts.end());
   return parts;
@@ -371,57 +444,70 @@ std::vector<std::string> splitlines(std::string_view s, bool keep_ends) {
     }
     size_t break_length = (codepoints[i] == U'\r' && i + 1 < n && codepoints[i + 1] == U'\n') ? 2 : 1;
     size_t line_end = keep_ends ? i + break_length : i;
-    lines.push_back(encode(std::u32string_view(codepoints).substr(line_start, line_end - line_start)));
+    add_part(lines, encode(std::u32string_view(codepoints).substr(line_start, line_end - line_start)));
     i += break_length;
     line_start = i;
   }
-  if (line_start < n) lines.push_back(encode(std::u32string_view(codepoints).substr(line_start)));
+  if (line_start < n) add_part(lines, encode(std::u32string_view(codepoints).substr(line_start)));
   return lines;
 }
 
 std::string replace(std::string_view s, std::string_view old, std::string_view replacement, int64_t count) {
   int64_t remaining = count < 0 ? INT64_MAX : count;
+  // Every occurrence may grow the text: its size is checked before each piece is added.
+  const size_t limit = render_value_limit();
   std::string out;
+  auto add = [&](std::string_view piece) {
+    if (out.size() + piece.size() > limit) fail_render_value_size(out.size() + piece.size());
+    charge_render_work(piece.size());
+    out.append(piece);
+  };
   if (old.empty()) {
     // Python inserts the replacement before every code point and at the end.
     std::u32string codepoints = decode(s);
+    std::string character;
     for (char32_t c : codepoints) {
       if (remaining > 0) {
-        out += replacement;
+        add(replacement);
         --remaining;
       }
-      append_codepoint(out, c);
+      character.clear();
+      append_codepoint(character, c);
+      add(character);
     }
-    if (remaining > 0) out += replacement;
+    if (remaining > 0) add(replacement);
     return out;
   }
   size_t start = 0;
   while (remaining > 0) {
-    size_t found = s.find(old, start);
+    size_t found = find_bytes(s, old, start);
     if (found == std::string_view::npos) break;
-    out.append(s.substr(start, found - start));
-    out.append(replacement);
+    add(s.substr(start, found - start));
+    add(replacement);
     start = found + old.size();
     --remaining;
   }
-  out.append(s.substr(start));
+  add(s.substr(start));
   return out;
 }
 
 int64_t find(std::string_view s, std::string_view needle) {
-  size_t found = s.find(needle);
+  size_t found = find_bytes(s, needle, 0);
   return found == std::string_view::npos ? -1 : static_cast<int64_t>(codepoint_index(s, found));
 }
 
 int64_t rfind(std::string_view s, std::string_view needle) {
-  size_t found = s.rfind(needle);
+  size_t found = rfind_bytes(s, needle);
   return found == std::string_view::npos ? -1 : static_cast<int64_t>(codepoint_index(s, found));
 }
 
 int64_t count(std::string_view s, std::string_view needle) {
   if (needle.empty()) return static_cast<int64_t>(codepoint_count(s)) + 1;
   int64_t n = 0;
-  for (size_t at = s.find(needle); at != std::string_view::npos; at = s.find(needle, at + needle.size())) ++n;
+  for (size_t at = find_bytes(s, needle, 0); at != std::string_view::npos;
+       at = find_bytes(s, needle, at + needle.size())) {
+    ++n;
+  }
   return n;
 }
 
@@ -484,7 +570,10 @@ std::string repr_string(std::string_view s) {
   bool has_double = s.find('"') != std::string_view::npos;
   char quote = (has_single && !has_double) ? '"' : '\'';
   std::string out(1, quote);
+  // Escapes make the text up to ten times longer than the string: stop at the value limit, not after.
+  const size_t limit = render_value_limit();
   for (char32_t c : decode(s)) {
+    if (out.size() > limit) fail_render_value_size(out.size());
     if (c == static_cast<char32_t>(quote) || c == U'\\') {
       out.push_back('\\');
       out.push_back(static_cast<char>(c));
@@ -509,7 +598,9 @@ std::string repr_string(std::string_view s) {
 }
 
 void append_json_string(std::string& out, std::string_view s, bool ensure_ascii) {
+  const size_t limit = render_value_limit();
   for (char32_t c : decode(s)) {
+    if (out.size() > limit) fail_render_value_size(out.size());
     switch (c) {
       case U'"': out += "\\\""; continue;
       case U'\\': out += "\\\\"; continue;

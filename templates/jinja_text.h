@@ -15,6 +15,18 @@ std::u32string decode(std::string_view utf8);
 std::string encode(std::u32string_view codepoints);
 void append_codepoint(std::string& out, char32_t codepoint);
 size_t codepoint_count(std::string_view utf8);
+// Byte offset where code point `codepoint_index` starts (the length in bytes when it is past the end).
+size_t byte_offset_of(std::string_view utf8, size_t codepoint_index);
+// Python's s[index] for one code point (a negative index counts from the end); nullopt when out of range.
+std::optional<std::string> codepoint_at(std::string_view utf8, int64_t index);
+// Byte offset of the first occurrence of `needle` at or after `from` (npos when none), in time linear in the
+// lengths whatever the text (glibc's memmem): std::string::find compares the needle again at every position, so
+// one search of a long, repetitive needle could stall a render. rfind_bytes: the last occurrence.
+size_t find_bytes(std::string_view haystack, std::string_view needle, size_t from);
+size_t rfind_bytes(std::string_view haystack, std::string_view needle);
+// The text cut to about `max_bytes` (on a character boundary) with its full length noted, for error messages that
+// quote a value.
+std::string abbreviate(std::string_view text, size_t max_bytes = 200);
 // Code point index of a byte offset that lies on a character boundary.
 size_t codepoint_index(std::string_view utf8, size_t byte_offset);
 

@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "templates/jinja_error.h"
+#include "templates/jinja_limits.h"
 #include "templates/jinja_text.h"
 
 namespace pagedllm::jinja {
@@ -63,20 +64,29 @@ Value from_json_at_depth(const nlohmann::ordered_json& json, int depth) {
     }
     case nlohmann::ordered_json::value_t::number_float:
       return Value::floating(json.get<double>());
-    case nlohmann::ordered_json::value_t::string:
-      return Value::string(json.get<std::string>());
+    case nlohmann::ordered_json::value_t::string: {
+      const auto& text = json.get_ref<const std::string&>();
+      charge_render_bytes(text.size() + kStringValueOverhead);
+      return Value::string(text);
+    }
     case nlohmann::ordered_json::value_t::array: {
+      charge_render_bytes(kContainerValueOverhead + json.size() * sizeof(Value));
       std::vector<Value> items;
       items.reserve(json.size());
       for (const auto& item : json) items.push_back(from_json_at_depth(item, depth + 1));
       return Value::list(std::move(items));
     }
     case nlohmann::ordered_json::value_t::object: {
+      charge_render_bytes(kContainerValueOverhead + json.size() * 2 * sizeof(Value));
       Dict dict;
-      for (const auto& [key, item] : json.items()) dict.set(Value::string(key), from_json_at_depth(item, depth + 1));
+      for (const auto& [key, item] : json.items()) {
+        charge_render_bytes(key.size() + kStringValueOverhead);
+        dict.set(Value::string(key), from_json_at_depth(item, depth + 1));
+      }
       return Value::dict(std::move(dict));
     }
     case nlohmann::ordered_json::value_t::binary: {
+      charge_render_bytes(kContainerValueOverhead + json.get_binary().size() * sizeof(Value));
       std::vector<Value> bytes;
       for (uint8_t byte : json.get_binary()) bytes.push_back(Value::integer(byte));
       return Value::list(std::move(bytes));
@@ -85,60 +95,93 @@ Value from_json_at_depth(const nlohmann::ordered_json& json, int depth) {
   return Value::none();
 }
 
-std::string repr_at_depth(const Value& value, int depth);
+// repr() appends to one buffer, checking its size against the render's value limit before each piece: a list
+// holding the same 30 MB string a thousand times must fail before 30 GB exist, and nested containers must not copy
+// their contents once per level.
+class ReprWriter {
+ public:
+  ReprWriter() : limit_(render_value_limit()) {}
 
-std::string repr_items(const std::vector<Value>& items, int depth) {
-  std::string out;
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i > 0) out += ", ";
-    out += repr_at_depth(items[i], depth + 1);
+  std::string take() {
+    charge_render_bytes(out_.size());
+    return std::move(out_);
   }
-  return out;
-}
 
-std::string repr_at_depth(const Value& value, int depth) {
-  if (depth > kMaxPrintDepth) fail_too_deep();
-  switch (value.kind()) {
-    case Value::Kind::undefined: return "Undefined";
-    case Value::Kind::none: return "None";
-    case Value::Kind::boolean: return value.as_boolean() ? "True" : "False";
-    case Value::Kind::integer: return std::to_string(value.as_integer());
-    case Value::Kind::floating: return text::format_float(value.as_floating());
-    case Value::Kind::string: return text::repr_string(value.as_string());
-    case Value::Kind::list: {
-      const List& list = value.as_list();
-      if (!list.is_tuple) return "[" + repr_items(list.items, depth) + "]";
-      if (list.items.size() == 1) return "(" + repr_at_depth(list.items[0], depth + 1) + ",)";
-      return "(" + repr_items(list.items, depth) + ")";
-    }
-    case Value::Kind::dict: {
-      std::string out = "{";
-      bool first = true;
-      for (const auto& [key, item] : value.as_dict().entries()) {
-        if (!first) out += ", ";
-        first = false;
-        out += repr_at_depth(key, depth + 1) + ": " + repr_at_depth(item, depth + 1);
-      }
-      return out + "}";
-    }
-    case Value::Kind::object: {
-      const Object& object = value.as_object();
-      if (object.type_name == "LoopContext") {
-        const Value* index = object.find("index");
-        const Value* length = object.find("length");
-        return "<LoopContext " + (index ? index->str() : "?") + "/" + (length ? length->str() : "?") + ">";
-      }
-      std::string out = "<" + object.type_name + " {";
-      for (size_t i = 0; i < object.attributes.size(); ++i) {
-        if (i > 0) out += ", ";
-        out += text::repr_string(object.attributes[i].first) + ": " +
-               repr_at_depth(object.attributes[i].second, depth + 1);
-      }
-      return out + "}>";
-    }
-    case Value::Kind::function: return "<function " + value.as_function().name + ">";
+  void append(std::string_view piece) {
+    if (out_.size() + piece.size() > limit_) fail_render_value_size(out_.size() + piece.size());
+    out_.append(piece);
   }
-  return "";
+
+  void write(const Value& value, int depth) {
+    if (depth > kMaxPrintDepth) fail_too_deep();
+    switch (value.kind()) {
+      case Value::Kind::undefined: append("Undefined"); return;
+      case Value::Kind::none: append("None"); return;
+      case Value::Kind::boolean: append(value.as_boolean() ? "True" : "False"); return;
+      case Value::Kind::integer: append(std::to_string(value.as_integer())); return;
+      case Value::Kind::floating: append(text::format_float(value.as_floating())); return;
+      case Value::Kind::string: append(text::repr_string(value.as_string())); return;
+      case Value::Kind::list: {
+        const List& list = value.as_list();
+        charge_render_work(list.items.size() * sizeof(Value));
+        append(list.is_tuple ? "(" : "[");
+        write_items(list.items, depth);
+        if (list.is_tuple && list.items.size() == 1) append(",");
+        append(list.is_tuple ? ")" : "]");
+        return;
+      }
+      case Value::Kind::dict: {
+        charge_render_work(value.as_dict().size() * 2 * sizeof(Value));
+        append("{");
+        bool first = true;
+        for (const auto& [key, item] : value.as_dict().entries()) {
+          if (!first) append(", ");
+          first = false;
+          write(key, depth + 1);
+          append(": ");
+          write(item, depth + 1);
+        }
+        append("}");
+        return;
+      }
+      case Value::Kind::object: {
+        const Object& object = value.as_object();
+        if (object.type_name == "LoopContext") {
+          const Value* index = object.find("index");
+          const Value* length = object.find("length");
+          append("<LoopContext " + (index ? index->str() : "?") + "/" + (length ? length->str() : "?") + ">");
+          return;
+        }
+        append("<" + object.type_name + " {");
+        for (size_t i = 0; i < object.attributes.size(); ++i) {
+          if (i > 0) append(", ");
+          append(text::repr_string(object.attributes[i].first));
+          append(": ");
+          write(object.attributes[i].second, depth + 1);
+        }
+        append("}>");
+        return;
+      }
+      case Value::Kind::function: append("<function " + value.as_function().name + ">"); return;
+    }
+  }
+
+ private:
+  void write_items(const std::vector<Value>& items, int depth) {
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (i > 0) append(", ");
+      write(items[i], depth + 1);
+    }
+  }
+
+  size_t limit_;
+  std::string out_;
+};
+
+std::string repr_of(const Value& value) {
+  ReprWriter writer;
+  writer.write(value, 0);
+  return writer.take();
 }
 
 bool equals_at_depth(const Value& a, const Value& b, int depth) {
@@ -154,13 +197,20 @@ bool equals_at_depth(const Value& a, const Value& b, int depth) {
     case Value::Kind::undefined:
     case Value::Kind::none:
       return true;
-    case Value::Kind::string:
-      return a.as_string() == b.as_string();
+    case Value::Kind::string: {
+      if (a.same_object(b)) return true;  // as Python's identity shortcut: a string equals itself at no cost
+      const std::string& left = a.as_string();
+      const std::string& right = b.as_string();
+      if (left.size() != right.size()) return false;
+      charge_render_work(left.size());
+      return left == right;
+    }
     case Value::Kind::list: {
       if (a.is_tuple() != b.is_tuple()) return false;  // Python: (1,) != [1]
       const auto& left = a.items();
       const auto& right = b.items();
       if (left.size() != right.size()) return false;
+      charge_render_work(left.size() * sizeof(Value));
       for (size_t i = 0; i < left.size(); ++i) {
         if (!equals_at_depth(left[i], right[i], depth + 1)) return false;
       }
@@ -170,6 +220,7 @@ bool equals_at_depth(const Value& a, const Value& b, int depth) {
       const Dict& left = a.as_dict();
       const Dict& right = b.as_dict();
       if (left.size() != right.size()) return false;
+      charge_render_work(left.size() * 2 * sizeof(Value));
       for (const auto& [key, item] : left.entries()) {
         const Value* other = right.find(key);
         if (other == nullptr || !equals_at_depth(item, *other, depth + 1)) return false;
@@ -262,12 +313,12 @@ bool Value::truthy() const {
 std::string Value::str() const {
   switch (kind()) {
     case Kind::undefined: return "";
-    case Kind::string: return as_string();
-    default: return repr_at_depth(*this, 0);
+    case Kind::string: charge_render_work(as_string().size()); return as_string();
+    default: return repr_of(*this);
   }
 }
 
-std::string Value::repr() const { return repr_at_depth(*this, 0); }
+std::string Value::repr() const { return repr_of(*this); }
 
 std::string Value::type_name() const {
   switch (kind()) {
@@ -315,6 +366,8 @@ void Dict::set(Value key, Value value) {
     case Value::Kind::floating:
     case Value::Kind::string: {
       if (key.is_string()) {
+        // Hashing reads the whole key, and the index keeps a copy of it.
+        charge_render_bytes(key.as_string().size());
         auto [at, inserted] = string_index_.try_emplace(key.as_string(), entries_.size());
         if (!inserted) {
           entries_[at->second].second = std::move(value);
@@ -323,6 +376,7 @@ void Dict::set(Value key, Value value) {
         entries_.emplace_back(std::move(key), std::move(value));
         return;
       }
+      charge_render_work(entries_.size() * sizeof(Value));  // other keys are found by a linear scan
       for (auto& entry : entries_) {
         if (entry.first.equals(key)) {
           entry.second = std::move(value);
@@ -339,6 +393,7 @@ void Dict::set(Value key, Value value) {
 }
 
 const Value* Dict::find(std::string_view key) const {
+  charge_render_work(key.size());  // hashing reads the whole key
   auto at = string_index_.find(key);
   return at == string_index_.end() ? nullptr : &entries_[at->second].second;
 }
@@ -346,6 +401,7 @@ const Value* Dict::find(std::string_view key) const {
 const Value* Dict::find(const Value& key) const {
   if (key.is_string()) return find(std::string_view(key.as_string()));
   if (key.is_undefined() || key.is_dict() || (key.is_list() && !key.is_tuple()) || key.is_object()) return nullptr;
+  charge_render_work(entries_.size() * sizeof(Value));
   for (const auto& entry : entries_) {
     if (!entry.first.is_string() && entry.first.equals(key)) return &entry.second;
   }

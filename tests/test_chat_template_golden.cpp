@@ -18,6 +18,7 @@
 
 #include "templates/chat_template.h"
 #include "templates/jinja_error.h"
+#include "templates/jinja_limits.h"
 
 namespace {
 
@@ -112,6 +113,50 @@ TEST_CASE("golden cases render exactly as Python's jinja2 renders them") {
     }
   }
   MESSAGE(rendered << " renders, " << raised << " raise_exception cases, " << failed << " failing cases checked");
+}
+
+TEST_CASE("every golden template renders a long conversation far inside the render limits") {
+  // A conversation of 400 messages, 1.2 MB in all: each template over the golden conversation it renders without an
+  // exception, its turns repeated 100 times and each content 500 times longer. The real templates use well under
+  // 1% of the steps, 2% of the work and 10% of the memory the limits allow (measured: 4-9 MiB of work and 4-7 MiB
+  // built for a 1.2 MB prompt).
+  const ordered_json& conversations = golden_cases().at("conversations");
+  std::set<std::string> checked;
+  for (const ordered_json& test_case : golden_cases().at("cases")) {
+    const std::string name = test_case.at("origin").get<std::string>() + ":" + test_case.at("template").get<std::string>();
+    if (checked.count(name) || test_case.contains("expected_exception") || test_case.contains("expected_error") ||
+        test_case.at("conversation") != "multi_turn_no_system") {
+      continue;
+    }
+    checked.insert(name);
+    CAPTURE(name);
+    pagedllm::ChatTemplateInputs inputs;
+    inputs.add_generation_prompt = true;
+    inputs.bos_token = test_case.at("bos_token");
+    inputs.eos_token = test_case.at("eos_token");
+    inputs.messages = ordered_json::array();
+    for (int repeat = 0; repeat < 100; ++repeat) {
+      for (ordered_json message : conversations.at("multi_turn_no_system")) {
+        std::string content;
+        for (int i = 0; i < 500; ++i) content += message.at("content").get<std::string>();
+        message["content"] = content;
+        inputs.messages.push_back(std::move(message));
+      }
+    }
+    const pagedllm::jinja::RenderLimits limits;
+    pagedllm::jinja::RenderBudget budget(limits);
+    const std::string prompt = pagedllm::ChatTemplate(template_source(test_case)).render(inputs, budget);
+    MESSAGE(name << ": " << budget.steps_used() << " steps, " << (budget.work_done() >> 20) << " MiB of work, "
+                 << (budget.bytes_built() >> 20) << " MiB built for a " << (prompt.size() >> 10) << " KiB prompt");
+    // The hand-written test templates (tricky-*, undefined-*) print summaries or many filters of each message, not
+    // a chat prompt: they only must render.
+    if (name.find(":tricky-") != std::string::npos || name.find(":undefined-") != std::string::npos) continue;
+    CHECK(prompt.size() > 1'000'000);
+    CHECK(budget.steps_used() < limits.max_steps / 100);
+    CHECK(budget.work_done() < limits.max_work_bytes / 50);
+    CHECK(budget.bytes_built() < limits.max_bytes_built / 10);
+  }
+  CHECK(checked.size() >= 10);  // the shared templates, SmolLM2's, the tricky ones and the built-ins
 }
 
 TEST_CASE("the goldens cover SmolLM2's template, the four shared ones and every built-in with 3+ conversations") {

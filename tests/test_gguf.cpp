@@ -14,9 +14,11 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "engine/model.h"
 #include "tensor/dequantize.h"
 #include "model_loader/gguf.h"
 #include "model_loader/gguf_writer.h"
+#include "direct_runner.h"
 #include "model_loader/model_config.h"
 #include "model_loader/synthetic_model.h"
 
@@ -207,7 +209,7 @@ TEST_CASE("tensors land at aligned offsets with their bytes, shapes and types in
       {"empty.tensor", {0, 4}, GgmlType::F32},       // 0 bytes
       {"last.byte", {1}, GgmlType::F32},
   };
-  for (uint32_t alignment : {32u, 64u, 16u, 128u, 1u, 4096u}) {
+  for (uint32_t alignment : {32u, 64u, 16u, 128u, 8u, 4096u}) {
     CAPTURE(alignment);
     for (uint32_t version : {2u, 3u}) {
       CAPTURE(version);
@@ -274,6 +276,8 @@ TEST_CASE("writer refuses tensors whose data does not match the shape, and dupli
                        doctest::Contains("duplicate"), Error);
   CHECK_THROWS_AS(w.set_alignment(48), Error);
   CHECK_THROWS_AS(w.set_alignment(0), Error);
+  CHECK_THROWS_AS(w.set_alignment(1), Error);  // the reader refuses alignments below 8
+  CHECK_THROWS_AS(w.set_alignment(4), Error);
   CHECK_THROWS_AS(gguf_value::array(GgufValueType::UINT8, {gguf_value::u16(1)}), Error);
 }
 
@@ -378,6 +382,55 @@ TEST_CASE("stories260K.gguf: layout facts from REFERENCE.md §1.6") {
     CHECK(copy->tensors().size() == 48);
     CHECK(copy->metadata().size() == file->metadata().size());
   }
+}
+
+TEST_CASE("stories260K rewritten with general.alignment 8 (tensors off 32-byte boundaries) gives identical logits") {
+  // The GGUF specification allows any multiple of 8, so the kernels must read weights that are only 8-aligned
+  // exactly as they read the default 32-aligned ones.
+  const std::string original = PAGEDLLM_SHARED_DIR "/models/stories260K.gguf";
+  const fs::path dir = fs::temp_directory_path() / ("pagedllm-align8-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string realigned = (dir / "stories-align8.gguf").string();
+  {
+    auto source = GgufFile::open(original);
+    GgufWriter writer(source->version());
+    for (const auto& [key, value] : source->metadata()) writer.set(key, value);
+    writer.set_alignment(8);
+    for (const GgufTensorInfo& t : source->tensors()) {
+      writer.add_tensor(t.name, std::vector<int64_t>(t.ne, t.ne + t.n_dims), t.type,
+                        std::span<const uint8_t>(t.data, t.n_bytes));
+    }
+    // Padding metadata until the data section starts off a 32-byte boundary, so that the tensors do too.
+    for (int pad = 1; writer.layout().data_begin % 32 == 0; ++pad) {
+      writer.set_string("pagedllm.test.padding", std::string(static_cast<size_t>(pad), '.'));
+    }
+    writer.write_file(realigned);
+  }
+  {
+    const auto file = GgufFile::open(realigned);
+    CHECK(file->alignment() == 8);
+    int off_32 = 0;
+    for (const GgufTensorInfo& t : file->tensors()) {
+      CHECK(reinterpret_cast<uintptr_t>(t.data) % 8 == 0);
+      off_32 += reinterpret_cast<uintptr_t>(t.data) % 32 != 0;
+    }
+    REQUIRE(off_32 > 0);
+  }
+  auto last_logits = [](const std::string& path) {
+    auto model = Model::load(path);
+    const RunnerConfig config = test::runner_config_with_blocks(*model, 4, 16, 64, 1, KvDtype::F32);
+    test::DirectRunner runner(*model, config);
+    const SeqId seq = runner.create_sequence();
+    const std::vector<int32_t> prompt = {1, 403, 407, 261, 378};
+    const test::DirectWork work{seq, std::span<const int32_t>(prompt), true};
+    std::span<const float> logits = runner.step(std::span(&work, 1));
+    return std::vector<float>(logits.begin(), logits.end());
+  };
+  const std::vector<float> expected = last_logits(original);
+  const std::vector<float> actual = last_logits(realigned);
+  REQUIRE(expected.size() == 512);
+  CHECK(actual == expected);  // the same bytes through the same kernels: bit for bit
+  fs::remove_all(dir);
 }
 
 TEST_CASE("stories260K.gguf: model config and parameter count") {

@@ -146,9 +146,10 @@ TEST_CASE("table of malformed files: each ends in an Error naming the file, the 
        {"version", "byte offset 4", "version 1", "obsolete"}},
       {"version_4.gguf", patched([](auto& b) { patch<uint32_t>(b, 4, 4); }),
        {"version", "byte offset 4", "unsupported GGUF version 4"}},
-      {"version_0.gguf", patched([](auto& b) { patch<uint32_t>(b, 4, 0); }), {"version", "byte offset 4"}},
+      {"version_0.gguf", patched([](auto& b) { patch<uint32_t>(b, 4, 0); }),
+       {"version", "byte offset 4", "no GGUF version 0 exists"}},
       {"big_endian.gguf", patched([](auto& b) { patch<uint32_t>(b, 4, 0x03000000u); }),
-       {"version", "byte offset 4", "big-endian"}},
+       {"version", "byte offset 4", "version 3 written big-endian"}},
       {"absurd_tensor_count.gguf", patched([](auto& b) { patch<int64_t>(b, 8, int64_t{1} << 60); }),
        {"tensor count", "byte offset 8", "cannot fit"}},
       {"negative_tensor_count.gguf", patched([](auto& b) { patch<int64_t>(b, 8, -1); }),
@@ -192,6 +193,17 @@ TEST_CASE("table of malformed files: each ends in an Error naming the file, the 
        {"general.alignment", "is 48", "power of two", "byte offset"}},
       {"alignment_zero.gguf", from_writer([](GgufWriter& w) { w.set("general.alignment", gguf_value::u32(0)); }),
        {"general.alignment", "is 0", "power of two"}},
+      // Powers of two below 8 (llama.cpp accepts them, the GGUF specification does not): the writer packs the
+      // tensors that tightly, so an f32 tensor would start at an address no float may be read from.
+      {"alignment_1.gguf", from_writer([](GgufWriter& w) { w.set("general.alignment", gguf_value::u32(1)); }),
+       {"general.alignment", "is 1", "power of two of at least 8", "multiple of 8", "byte offset"}},
+      {"alignment_2.gguf", from_writer([](GgufWriter& w) { w.set("general.alignment", gguf_value::u32(2)); }),
+       {"general.alignment", "is 2", "at least 8"}},
+      {"alignment_4.gguf", from_writer([](GgufWriter& w) { w.set("general.alignment", gguf_value::u32(4)); }),
+       {"general.alignment", "is 4", "at least 8"}},
+      // A multiple of 8 that llama.cpp refuses: not a power of two.
+      {"alignment_24.gguf", from_writer([](GgufWriter& w) { w.set("general.alignment", gguf_value::u32(24)); }),
+       {"general.alignment", "is 24", "power of two"}},
       {"arrays_nested_too_deep.gguf", from_writer([](GgufWriter& w) {
          GgufValue v = gguf_value::array(GgufValueType::UINT8, {gguf_value::u8(1)});
          for (int depth = 0; depth < 12; ++depth) v = gguf_value::array(GgufValueType::ARRAY, {v});
@@ -256,6 +268,44 @@ TEST_CASE("table of malformed files: each ends in an Error naming the file, the 
 
   for (const Case& c : cases) {
     expect_rejected(c.build(), c.name, c.expected);
+  }
+}
+
+TEST_CASE("a bad version says what it is: damaged, obsolete, too new or big-endian, never a guess") {
+  const Base base;
+  auto message_for = [&](uint32_t version) {
+    std::vector<uint8_t> image = base.image;
+    patch<uint32_t>(image, 4, version);
+    try {
+      GgufFile::from_memory(image, "version.gguf");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    FAIL("version " << version << " was accepted");
+    return std::string();
+  };
+  const std::string zero = message_for(0);
+  CHECK_MESSAGE(zero.find("no GGUF version 0 exists, so the header is damaged") != std::string::npos, zero);
+  CHECK_MESSAGE(zero.find("big-endian") == std::string::npos, zero);  // 0 is no byte-swapped 2 or 3
+  const std::string swapped_two = message_for(0x02000000u);
+  CHECK_MESSAGE(swapped_two.find("version 2 written big-endian") != std::string::npos, swapped_two);
+  const std::string other = message_for(0x00010000u);
+  CHECK_MESSAGE(other.find("big-endian") == std::string::npos, other);
+  CHECK_MESSAGE(other.find("damaged, or this is not a model file") != std::string::npos, other);
+}
+
+TEST_CASE("a file image at a misaligned address is refused rather than handing the kernels misaligned rows") {
+  const Base base;
+  std::vector<uint8_t> shifted(base.image.size() + 1);
+  std::memcpy(shifted.data() + 1, base.image.data(), base.image.size());
+  try {
+    GgufFile::from_memory(std::span<const uint8_t>(shifted.data() + 1, base.image.size()), "shifted.gguf");
+    FAIL_CHECK("an image at an odd address was accepted");
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    CHECK_MESSAGE(message.find("shifted.gguf: tensor 't.a' data lies at a memory address that is not a multiple "
+                               "of 8") != std::string::npos,
+                  message);
   }
 }
 

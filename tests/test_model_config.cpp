@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -215,6 +216,44 @@ TEST_CASE("bad values are Errors naming the key") {
   expect_config_error([](GgufWriter& w) { w.set_u32("llama.expert_count", 8); }, {"mixture-of-experts"});
   expect_config_error([](GgufWriter& w) { w.set_u32("llama.attention.layer_norm_rms_epsilon", 1); },
                       {"layer_norm_rms_epsilon", "expected f32"});
+}
+
+TEST_CASE("float values the forward pass divides by, roots or raises must be finite and positive, named with their value") {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::string eps = "llama.attention.layer_norm_rms_epsilon";
+  expect_config_error([&](GgufWriter& w) { w.set_f32(eps, nan); }, {"'" + eps + "' is nan", "finite positive"});
+  expect_config_error([&](GgufWriter& w) { w.set_f32(eps, -1e-5f); }, {"'" + eps + "' is -1", "finite positive"});
+  expect_config_error([&](GgufWriter& w) { w.set_f32(eps, 0.0f); }, {"'" + eps + "' is 0"});
+  expect_config_error([&](GgufWriter& w) { w.set_f32(eps, inf); }, {"'" + eps + "' is inf"});
+  // An f64 value that is finite but not as the f32 the kernels use.
+  expect_config_error([&](GgufWriter& w) { w.set(eps, gguf_value::f64(1e300)); }, {"'" + eps + "' is 1e+300"});
+  const std::string base = "llama.rope.freq_base";
+  expect_config_error([&](GgufWriter& w) { w.set_f32(base, 0.0f); }, {"'" + base + "' is 0", "finite positive"});
+  expect_config_error([&](GgufWriter& w) { w.set_f32(base, -10000.0f); }, {"'" + base + "' is -10000"});
+  expect_config_error([&](GgufWriter& w) { w.set_f32(base, nan); }, {"'" + base + "' is nan"});
+  const std::string factor = "llama.rope.scaling.factor";
+  expect_config_error([&](GgufWriter& w) { w.set_f32(factor, nan); }, {"'" + factor + "' is nan", "non-negative"});
+  expect_config_error([&](GgufWriter& w) { w.set_f32(factor, -4.0f); }, {"'" + factor + "' is -4"});
+  expect_config_error([&](GgufWriter& w) { w.set_f32(factor, 1e-40f); }, {"'" + factor + "'", "1 / factor"});
+  expect_config_error([&](GgufWriter& w) { w.set_f32("llama.rope.scale_linear", nan); },
+                      {"'llama.rope.scale_linear' is nan"});
+  expect_config_error([&](GgufWriter& w) {
+    w.set_string("llama.rope.scaling.type", "yarn");
+    w.set_f32(factor, inf);
+  }, {"'" + factor + "' is inf"});
+  const std::string attn_factor = "llama.rope.scaling.attn_factor";
+  expect_config_error([&](GgufWriter& w) { w.set_f32(attn_factor, nan); }, {"'" + attn_factor + "' is nan"});
+  expect_config_error([&](GgufWriter& w) { w.set_f32(attn_factor, 0.0f); }, {"'" + attn_factor + "' is 0"});
+  // The values real models use still load.
+  const ModelConfig fine = config_after([&](GgufWriter& w) {
+    w.set_f32(eps, 1e-6f);
+    w.set_f32(base, 500000.0f);
+    w.set_f32(factor, 8.0f);
+  });
+  CHECK(fine.rms_eps == 1e-6f);
+  CHECK(fine.rope_freq_base == 500000.0f);
+  CHECK(fine.rope_freq_scale == 0.125f);
 }
 
 TEST_CASE("absurd sizes are rejected before derived sizes could overflow int64") {

@@ -19,6 +19,7 @@
 #include <fmt/ranges.h>
 
 #include "common/error.h"
+#include "common/warning.h"
 #include "model_loader/gguf.h"
 #include "model_loader/gguf_writer.h"
 #include "tokenizer/pre_tokenizer.h"
@@ -598,6 +599,114 @@ TEST_CASE("bad tokenizer metadata is a clear error") {
     CHECK_FALSE(error_of([&] { built.tokenizer->decode(std::vector<int32_t>{1, -1}); }).empty());
     CHECK_FALSE(built.tokenizer->is_end_of_generation(-5));
   }
+}
+
+namespace {
+
+// Collects the warnings given while it lives (instead of printing them).
+class WarningCollector {
+ public:
+  WarningCollector() : previous_(set_warning_handler([this](const std::string& m) { messages.push_back(m); })) {}
+  ~WarningCollector() { set_warning_handler(previous_); }
+  WarningCollector(const WarningCollector&) = delete;
+  WarningCollector& operator=(const WarningCollector&) = delete;
+
+  std::vector<std::string> messages;
+
+ private:
+  WarningHandler previous_;
+};
+
+bool has_part(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("special ids outside the vocabulary and odd merges are warned about, naming the key and the value") {
+  SUBCASE("a special id outside the vocabulary keeps the default, as llama.cpp does, with a warning") {
+    const auto reference = build(bpe_writer());
+    GgufWriter writer = bpe_writer();
+    writer.set_u32("tokenizer.ggml.bos_token_id", 99999);
+    writer.set("tokenizer.ggml.eos_token_id", gguf_value::i32(-7));
+    writer.set_u32("tokenizer.ggml.padding_token_id", 260);
+    WarningCollector warnings;
+    const auto built = build(writer);
+    CHECK(built.tokenizer->bos_id() == reference.tokenizer->bos_id());  // the file names no valid BOS either
+    CHECK(built.tokenizer->eos_id() == 11);  // llama.cpp's default EOS for a 'gpt2' tokenizer
+    REQUIRE(warnings.messages.size() == 3);
+    CHECK_MESSAGE(has_part(warnings.messages[0], "test.gguf: tokenizer.ggml.bos_token_id is 99999, which is not a "
+                                                 "token id (the vocabulary has 260 tokens)"),
+                  warnings.messages[0]);
+    CHECK_MESSAGE(has_part(warnings.messages[1], "tokenizer.ggml.eos_token_id is -7"), warnings.messages[1]);
+    CHECK_MESSAGE(has_part(warnings.messages[1], "using the default 11"), warnings.messages[1]);
+    CHECK_MESSAGE(has_part(warnings.messages[2], "tokenizer.ggml.padding_token_id is 260"), warnings.messages[2]);
+  }
+  SUBCASE("-1, also as an unsigned 32-bit value, means no such token: no warning") {
+    GgufWriter writer = bpe_writer();
+    writer.set_u32("tokenizer.ggml.padding_token_id", 0xFFFFFFFFu);
+    writer.set("tokenizer.ggml.seperator_token_id", gguf_value::i32(-1));
+    WarningCollector warnings;
+    build(writer);
+    CHECK(warnings.messages.empty());
+  }
+  SUBCASE("malformed merges are ignored with one warning that counts them and quotes the first") {
+    GgufWriter writer = bpe_writer();
+    writer.set("tokenizer.ggml.merges", gguf_value::string_array({"h e", "nospace", "", "a b c", "l ", "l l",
+                                                                  "he ll"}));
+    WarningCollector warnings;
+    const auto built = build(writer);
+    REQUIRE(warnings.messages.size() == 1);
+    CHECK_MESSAGE(has_part(warnings.messages[0], "test.gguf: tokenizer.ggml.merges has 4 malformed entries (not two "
+                                                 "tokens separated by one space), ignored; the first is entry 1: "
+                                                 "'nospace'"),
+                  warnings.messages[0]);
+    const int32_t hell = *built.tokenizer->find_token("hell");
+    const int32_t o = *built.tokenizer->find_token("o");
+    CHECK(built.tokenizer->encode("hello", false, false) == std::vector<int32_t>{hell, o});  // the rest still apply
+  }
+  SUBCASE("merges naming text that is no token are kept (llama.cpp merges by text) and warned about") {
+    GgufWriter writer = bpe_writer();
+    writer.set("tokenizer.ggml.merges", gguf_value::string_array({"h e", "q zz", "l l", "he ll"}));
+    WarningCollector warnings;
+    build(writer);
+    REQUIRE(warnings.messages.size() == 1);
+    CHECK_MESSAGE(has_part(warnings.messages[0], "tokenizer.ggml.merges has 1 entry naming text that is not a "
+                                                 "token; the first is entry 1: 'q zz'"),
+                  warnings.messages[0]);
+  }
+  SUBCASE("every real vocabulary and both models load without a warning") {
+    REQUIRE_MESSAGE(std::filesystem::exists(kSmolLmPath), kSmolLmPath << " is missing (run scripts/setup.sh)");
+    std::vector<std::string> paths = {kSmolLmPath, std::string(PAGEDLLM_SHARED_DIR) + "/models/stories260K.gguf"};
+    for (const char* name : {"llama-spm", "gpt-2", "starcoder", "deepseek-coder", "falcon"}) {
+      paths.push_back(kVectorDir + "ggml-vocab-" + name + ".gguf");
+    }
+    for (const std::string& path : paths) {
+      CAPTURE(path);
+      REQUIRE(std::filesystem::exists(path));
+      WarningCollector warnings;
+      load(path);
+      CHECK(warnings.messages.empty());
+    }
+  }
+}
+
+TEST_CASE("pagedllm tokenize prints the tokenizer's warnings on stderr") {
+  GgufWriter writer = bpe_writer();
+  writer.set_u32("tokenizer.ggml.bos_token_id", 99999);
+  const std::filesystem::path path =
+      std::filesystem::temp_directory_path() / fmt::format("pagedllm_bad_bos_{}.gguf", static_cast<long>(getpid()));
+  writer.write_file(path.string());
+  const std::filesystem::path err =
+      std::filesystem::temp_directory_path() / fmt::format("pagedllm_bad_bos_{}.err", static_cast<long>(getpid()));
+  const int status = std::system((std::string(PAGEDLLM_BINARY) + " tokenize -m '" + path.string() +
+                                  "' -p hello --ids >/dev/null 2>'" + err.string() + "'")
+                                     .c_str());
+  CHECK(status == 0);
+  std::ifstream in(err);
+  const std::string stderr_text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_MESSAGE(has_part(stderr_text, "warning: " + path.string() + ": tokenizer.ggml.bos_token_id is 99999"),
+                stderr_text);
+  std::filesystem::remove(path);
+  std::filesystem::remove(err);
 }
 
 TEST_CASE("the synthetic BPE file merges by rank and emits BOS/EOS per its flags") {

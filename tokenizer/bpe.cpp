@@ -45,19 +45,25 @@ void BpeMergeTable::build(const Vocabulary& vocab, const std::vector<std::string
   values_.assign(capacity, Merge{});
   mask_ = capacity - 1;
   n_merges_ = merges.size();
+  problems_ = Problems{};
   std::string merged;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const std::string& entry = merges[rank];
     const size_t space = entry.size() > 1 ? entry.find(' ', 1) : std::string::npos;
-    if (space == std::string::npos) continue;
+    const std::string_view right =
+        space == std::string::npos ? std::string_view() : std::string_view(entry).substr(space + 1);
+    if (space == std::string::npos || right.empty() || right.find(' ') != std::string_view::npos) {
+      if (problems_.malformed++ == 0) problems_.first_malformed = rank;
+      continue;
+    }
     const std::string_view left = std::string_view(entry).substr(0, space);
-    const std::string_view right = std::string_view(entry).substr(space + 1);
     merged.assign(left);
     merged += right;
     const Merge merge{static_cast<int32_t>(rank), vocab.find(merged)};
     const int32_t left_id = vocab.find(left);
     const int32_t right_id = vocab.find(right);
     if (left_id < 0 || right_id < 0) {
+      if (problems_.unknown_side++ == 0) problems_.first_unknown_side = rank;
       text_ranks_.emplace(text_pair_key(left, right), merge.rank);
       continue;
     }

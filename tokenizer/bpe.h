@@ -23,10 +23,21 @@ class BpeMergeTable {
     int32_t result = -1;  // id of left+right, -1 when that text is not a token
   };
 
-  // Each entry is "left right", split at the first space at position >= 1; an entry without one can never apply
-  // and is skipped. A repeated pair keeps its first rank.
+  // Each entry is "left right", split at the first space at position >= 1 (as llama.cpp splits it). An entry
+  // without that space, with an empty right side or with a second space can never apply and is skipped. A repeated
+  // pair keeps its first rank.
   void build(const Vocabulary& vocab, const std::vector<std::string>& merges);
   size_t size() const { return n_merges_; }
+
+  // Entries that are not what a tokenizer converter writes, counted with the first of each kind: malformed ones
+  // (skipped), and ones whose left or right side is no token (kept, merged by text as llama.cpp does).
+  struct Problems {
+    size_t malformed = 0;
+    size_t first_malformed = 0;
+    size_t unknown_side = 0;
+    size_t first_unknown_side = 0;
+  };
+  const Problems& problems() const { return problems_; }
   std::optional<Merge> find(int32_t left_id, int32_t right_id) const;
   std::optional<Merge> find_text(const Vocabulary& vocab, std::string_view left, std::string_view right) const;
   bool has_text_merges() const { return !text_ranks_.empty(); }
@@ -37,6 +48,7 @@ class BpeMergeTable {
   std::vector<Merge> values_;   // [capacity]
   uint64_t mask_ = 0;
   size_t n_merges_ = 0;
+  Problems problems_;
   std::unordered_map<std::string, int32_t> text_ranks_;  // key: 4-byte length of left, left, right
 };
 

@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 
 #include "common/error.h"
+#include "common/warning.h"
 #include "model_loader/gguf.h"
 #include "tokenizer/bpe.h"
 #include "tokenizer/byte_level.h"
@@ -185,8 +186,17 @@ std::unique_ptr<Tokenizer> Tokenizer::from_metadata(const TokenizerMetadata& met
 
   // ---- special ids and flags: model defaults, then the file's values where they name a token
   auto default_id = [&](int64_t id) { return id < n_vocab ? static_cast<int32_t>(id) : -1; };
-  auto apply_id = [&](int32_t& id, const std::optional<int64_t>& stored) {
-    if (stored && *stored >= 0 && *stored < n_vocab) id = static_cast<int32_t>(*stored);
+  auto apply_id = [&](int32_t& id, const std::optional<TokenizerMetadata::StoredId>& stored) {
+    if (!stored) return;
+    if (stored->id >= 0 && stored->id < n_vocab) {
+      id = static_cast<int32_t>(stored->id);
+      return;
+    }
+    // -1 (also as an unsigned 32-bit value) is how converters write "no such token": nothing to warn about.
+    if (stored->id == -1 || stored->id == int64_t{UINT32_MAX}) return;
+    // llama.cpp keeps the default with a warning ("bad special token"); so does this tokenizer.
+    warn(fmt::format("{}: {} is {}, which is not a token id (the vocabulary has {} tokens); using {}", source,
+                     stored->key, stored->id, n_vocab, id >= 0 ? fmt::format("the default {}", id) : "none"));
   };
   if (is_spm) {
     t.bos_id_ = default_id(1);
@@ -213,6 +223,13 @@ std::unique_ptr<Tokenizer> Tokenizer::from_metadata(const TokenizerMetadata& met
   apply_id(fim_ids[3], metadata.fim_pad_id);
   apply_id(fim_ids[4], metadata.fim_repo_id);
   apply_id(fim_ids[5], metadata.fim_separator_id);
+  // Read but not used by this tokenizer; checked all the same, as llama.cpp checks them.
+  int32_t unknown_id = is_spm ? default_id(0) : -1;
+  int32_t separator_id = -1;
+  int32_t padding_id = -1;
+  apply_id(unknown_id, metadata.unknown_id);
+  apply_id(separator_id, metadata.separator_id);
+  apply_id(padding_id, metadata.padding_id);
   if (metadata.add_space_prefix) t.add_space_prefix_ = *metadata.add_space_prefix;
   if (metadata.add_bos) t.add_bos_ = *metadata.add_bos;
   if (metadata.add_eos) t.add_eos_ = *metadata.add_eos;
@@ -264,6 +281,25 @@ std::unique_ptr<Tokenizer> Tokenizer::from_metadata(const TokenizerMetadata& met
     t.spm_ = std::make_unique<SpmEncoder>(t.vocab_);
   } else {
     t.bpe_ = std::make_unique<BpeEncoder>(t.vocab_, *metadata.merges, *pre_spec);
+    // Converters write every merge as two tokens and one space; llama.cpp accepts anything silently. Tokenizing
+    // stays as llama.cpp's, and a file that is not what its converter wrote says so.
+    const BpeMergeTable::Problems& problems = t.bpe_->merges().problems();
+    auto quoted_entry = [&](size_t index) {
+      const std::string& entry = (*metadata.merges)[index];
+      return entry.size() <= 80 ? entry : entry.substr(0, 80) + "...";
+    };
+    if (problems.malformed > 0) {
+      warn(fmt::format("{}: tokenizer.ggml.merges has {} malformed {} (not two tokens separated by one space), "
+                       "ignored; the first is entry {}: '{}'",
+                       source, problems.malformed, problems.malformed == 1 ? "entry" : "entries",
+                       problems.first_malformed, quoted_entry(problems.first_malformed)));
+    }
+    if (problems.unknown_side > 0) {
+      warn(fmt::format("{}: tokenizer.ggml.merges has {} {} naming text that is not a token; the first is entry "
+                       "{}: '{}'",
+                       source, problems.unknown_side, problems.unknown_side == 1 ? "entry" : "entries",
+                       problems.first_unknown_side, quoted_entry(problems.first_unknown_side)));
+    }
   }
   t.pieces_.resize(n_tokens);
   for (int32_t id = 0; id < static_cast<int32_t>(n_tokens); ++id) {

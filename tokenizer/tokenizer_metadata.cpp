@@ -6,13 +6,16 @@
 namespace pagedllm {
 namespace {
 
-std::optional<int64_t> find_id(const GgufFile& file, std::string_view key) {
-  return file.find_int(key);
+std::optional<TokenizerMetadata::StoredId> find_id(const GgufFile& file, std::string_view key) {
+  const std::optional<int64_t> id = file.find_int(key);
+  if (!id) return std::nullopt;
+  return TokenizerMetadata::StoredId{*id, std::string(key)};
 }
 
-std::optional<int64_t> find_id_either(const GgufFile& file, std::string_view key, std::string_view old_key) {
-  if (auto id = file.find_int(key)) return id;
-  return file.find_int(old_key);
+std::optional<TokenizerMetadata::StoredId> find_id_either(const GgufFile& file, std::string_view key,
+                                                          std::string_view old_key) {
+  if (auto id = find_id(file, key)) return id;
+  return find_id(file, old_key);
 }
 
 }  // namespace

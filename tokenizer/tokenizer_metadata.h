@@ -20,9 +20,15 @@ struct TokenizerMetadata {
   std::optional<std::vector<int64_t>> token_types;   // tokenizer.ggml.token_type: [n_vocab]
   std::optional<std::vector<std::string>> merges;    // tokenizer.ggml.merges (gpt2 only)
 
-  // Special token ids as stored (any integer; out-of-range ids are ignored by the tokenizer).
-  std::optional<int64_t> bos_id, eos_id, eot_id, eom_id, unknown_id, separator_id, padding_id;
-  std::optional<int64_t> fim_prefix_id, fim_suffix_id, fim_middle_id, fim_pad_id, fim_repo_id, fim_separator_id;
+  // A special token id as stored (any integer), with the key it was read from.
+  struct StoredId {
+    int64_t id = -1;
+    std::string key;
+  };
+  // Out-of-range ids are ignored by the tokenizer: the default stays, with a warning naming the key and the value
+  // (as llama.cpp does), except for -1 and its 32-bit unsigned form, which converters write for "no such token".
+  std::optional<StoredId> bos_id, eos_id, eot_id, eom_id, unknown_id, separator_id, padding_id;
+  std::optional<StoredId> fim_prefix_id, fim_suffix_id, fim_middle_id, fim_pad_id, fim_repo_id, fim_separator_id;
 
   std::optional<bool> add_bos, add_eos, add_space_prefix;
   std::string chat_template;  // tokenizer.chat_template, "" when absent
