@@ -1,5 +1,5 @@
 #pragma once
-// GGUF v2/v3 reader over a read-only mmap (REFERENCE.md §1). Everything is validated before it is trusted: a bad
+// GGUF v2/v3 reader over a read-only mmap, the GGUF format as ggml specifies it. Everything is validated before it is trusted: a bad
 // file ends in one pagedllm::Error naming the file, the field and the byte offset, never a read past the end.
 #include <cstddef>
 #include <cstdint>

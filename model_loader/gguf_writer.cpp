@@ -30,7 +30,7 @@ GgufValue scalar(GgufValueType type) {
 }
 
 // Appends little-endian encodings to a byte vector (this engine only runs on little-endian hosts, as GGUF files
-// are little-endian; see REFERENCE §1.1).
+// are little-endian unless byte-swapped by hand).
 class ByteBuilder {
  public:
   explicit ByteBuilder(std::vector<uint8_t>& out) : out_(out) {}
@@ -70,7 +70,7 @@ class ByteBuilder {
             fail("GGUF writer: metadata key '{}' is an array of {} holding an item of type {}", key,
                  value_type_name(v.array->elem_type), value_type_name(item.type));
           }
-          // Nested arrays carry their own element type and count, recursively (REFERENCE §1.3).
+          // Nested arrays carry their own element type and count, recursively
           put_value(item, key);
         }
         break;

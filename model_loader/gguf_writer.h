@@ -1,5 +1,5 @@
 #pragma once
-// GGUF v2/v3 writer (REFERENCE.md §1): metadata of every value type, tensors placed in insertion order at
+// GGUF v2/v3 writer: metadata of every value type, tensors placed in insertion order at
 // multiples of the alignment. Tests build well-formed files with it and then break them on purpose through the
 // byte layout it reports; benchmarks build synthetic models of any shape with it.
 #include <cstddef>

@@ -14,7 +14,7 @@ namespace {
 
 constexpr const char* kSupportedArchitectures = "llama";
 
-// Per-layer arrays (REFERENCE §3.2) are accepted when every layer has the same value, since this engine keeps
+// Per-layer arrays (a GGUF may store a hyper-parameter once per layer) are accepted when every layer has the same value, since this engine keeps
 // one shape for all layers.
 int64_t read_uniform_uint(const GgufFile& file, const std::string& key, int64_t n_layer, int64_t fallback) {
   const GgufValue* v = file.find(key);
@@ -104,7 +104,7 @@ ModelConfig read_model_config(const GgufFile& file) {
   c.rms_eps = checked_float(file, p + "attention.layer_norm_rms_epsilon", *eps, false);
   c.rope_freq_base = checked_float(file, p + "rope.freq_base", file.find_float(p + "rope.freq_base").value_or(10000.0),
                                    false);
-  c.rope_layout = RopeLayout::Norm;  // llama GGUFs have Q/K rows permuted for the NORM layout (REFERENCE §4.3)
+  c.rope_layout = RopeLayout::Norm;  // llama GGUFs have Q/K rows permuted for the NORM layout, the order llama.cpp's converter writes them in
 
   const std::string scaling = file.find_string(p + "rope.scaling.type").value_or("linear");
   std::string factor_key = p + "rope.scaling.factor";
@@ -138,7 +138,7 @@ ModelConfig read_model_config(const GgufFile& file) {
 
   const GgufTensorInfo* embd = file.find_tensor("token_embd.weight");
   if (embd == nullptr) fail("{}: tensor 'token_embd.weight' is missing", path);
-  // The vocabulary size comes from this tensor's shape, so the shape must be the one REFERENCE §4.1 gives.
+  // The vocabulary size comes from this tensor's shape, so the shape must be [n_embd, n_vocab], as llama.cpp's converter writes it.
   if (embd->ne[0] != c.n_embd || embd->ne[1] <= 0 || embd->ne[2] != 1 || embd->ne[3] != 1) {
     fail("{}: tensor 'token_embd.weight' has shape {}, expected [n_embd = {}, n_vocab]", path, embd->shape_string(),
          c.n_embd);

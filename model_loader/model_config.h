@@ -1,6 +1,6 @@
 #pragma once
 // Hyper-parameters of a `llama`-architecture model, read from GGUF metadata with llama.cpp's defaults
-// (REFERENCE.md §3.2). Everything the forward pass needs to know about the shape lives here.
+// for absent keys. Everything the forward pass needs to know about the shape lives here.
 #include <cstdint>
 #include <string>
 

@@ -1,5 +1,5 @@
 // GGUF writer -> reader round trips (every value type, nested arrays, alignment, tensor placement, v2/v3, files),
-// the real stories260K file against the facts in REFERENCE.md §1.6 and shared/models/README.md, and the synthetic
+// the real stories260K file against the facts its README states (sizes, offsets, types), and the synthetic
 // model builder (shapes of the presets against their published parameter counts).
 #include <doctest/doctest.h>
 
@@ -335,7 +335,7 @@ TEST_CASE("write_file produces the same bytes as to_bytes and never leaves a par
   }
 }
 
-TEST_CASE("stories260K.gguf: layout facts from REFERENCE.md §1.6") {
+TEST_CASE("stories260K.gguf: layout facts (header, alignment, tensor offsets and types)") {
   REQUIRE_MESSAGE(fs::exists(kStoriesPath), "missing test model " << kStoriesPath);
   const auto file = GgufFile::open(kStoriesPath);
   CHECK(file->version() == 3);
@@ -494,7 +494,7 @@ TEST_CASE("synthetic presets carry the real shapes and their published parameter
   CHECK_THROWS_WITH_AS(synthetic_spec("gpt-5"), doctest::Contains("llama-3-8b"), Error);
 }
 
-TEST_CASE("a tiny synthetic model loads end to end: config, tensors of REFERENCE §4.1, weights, vocabulary") {
+TEST_CASE("a tiny synthetic model loads end to end: config, the llama tensor names and shapes, weights, vocabulary") {
   SyntheticModelSpec spec = synthetic_spec("tiny");
   const std::vector<uint8_t> image = build_synthetic_gguf(spec);
   const auto file = GgufFile::from_memory(image, "tiny.gguf");
@@ -558,7 +558,7 @@ TEST_CASE("a tiny synthetic model loads end to end: config, tensors of REFERENCE
   CHECK(std::memcmp(file->find_tensor("blk.0.ffn_up.weight")->data, file->find_tensor("blk.0.ffn_gate.weight")->data,
                     64) != 0);
 
-  // Vocabulary: SPM-style, as llama.cpp expects for tokenizer.ggml.model "llama" (REFERENCE §3.3-3.5).
+  // Vocabulary: SPM-style, as llama.cpp expects for tokenizer.ggml.model "llama".
   CHECK(file->get_string("tokenizer.ggml.model") == "llama");
   const auto tokens = *file->find_string_array("tokenizer.ggml.tokens");
   const auto scores = *file->find_float_array("tokenizer.ggml.scores");

@@ -1,5 +1,5 @@
 #pragma once
-// Byte-level BPE with ranked merges (REFERENCE.md §6.3, tokenizer.ggml.model "gpt2").
+// Byte-level BPE with ranked merges (tokenizer.ggml.model "gpt2").
 #include <array>
 #include <cstdint>
 #include <optional>

@@ -1,5 +1,5 @@
 #pragma once
-// GPT-2's byte <-> code point map (REFERENCE.md §6.3): byte-level BPE vocabularies spell every byte as one
+// GPT-2's byte <-> code point map: byte-level BPE vocabularies spell every byte as one
 // printable code point, e.g. space 0x20 -> U+0120 "Ġ", LF 0x0A -> U+010A "Ċ".
 #include <cstdint>
 #include <string>

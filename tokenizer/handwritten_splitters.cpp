@@ -1,4 +1,4 @@
-// Hand-written equivalents of the two regexes that llama.cpp does not run through std::regex (REFERENCE.md §6.4):
+// Hand-written equivalents of the two regexes that llama.cpp does not run through std::regex:
 //   GPT-2:  's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)
 //   LLAMA3: (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|
 //           \s+(?!\S)|\s+

@@ -6,8 +6,8 @@
 namespace pagedllm {
 namespace {
 
-// The regex lists, byte for byte as llama.cpp's src/llama-vocab.cpp writes them as C++ string literals (REFERENCE.md
-// §6.4 reproduces them; they are data, not code).
+// The regex lists, byte for byte as llama.cpp's src/llama-vocab.cpp writes them as C++ string literals
+// (they are data, not code).
 constexpr std::string_view kDefaultRegexes[] = {
     "[\\p{P}\\$\\+<=>\\^~\\|]+",
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
@@ -86,7 +86,7 @@ constexpr PreTokenizerSpec make_spec(std::string_view list_name, std::span<const
   return PreTokenizerSpec{list_name, regexes, clean_spaces, ignore_merges, add_bos, has_bos};
 }
 
-// Name -> list and flags, in the order of REFERENCE.md §6.4's table. Two names that the project's issue asks for
+// Name -> list and flags, in the order llama.cpp checks them. Two names that the project's issue asks for
 // but llama.cpp (c392e50) does not know are accepted as aliases: "gpt-neox" (GPT-NeoX's tokenizer uses the GPT-2
 // byte-level regex) and "poro" (same as "poro-chat").
 const NamedSpec kSpecs[] = {

@@ -1,5 +1,5 @@
 #pragma once
-// BPE pre-tokenizers: the regex list and flags that `tokenizer.ggml.pre` selects (REFERENCE.md §6.4), and the
+// BPE pre-tokenizers: the regex list and flags that `tokenizer.ggml.pre` selects (llama.cpp's names), and the
 // splitter that applies such a list to a text fragment.
 #include <memory>
 #include <span>
@@ -13,7 +13,7 @@ namespace pagedllm {
 struct PreTokenizerSpec {
   std::string_view list_name;                 // e.g. "GPT2", for messages
   std::span<const std::string_view> regexes;  // applied in order
-  bool clean_spaces = true;                   // decode post-processing (REFERENCE §6.3)
+  bool clean_spaces = true;                   // decode post-processing (llama.cpp's clean_spaces)
   bool ignore_merges = false;                 // a piece that is a whole vocabulary token is emitted as is
   bool add_bos = false;                       // default of tokenizer.ggml.add_bos_token
   bool has_bos = true;                        // false: no BOS id by default (chatglm-bpe)

@@ -1,5 +1,5 @@
 // PCRE2-backed word splitter for the pre-tokenizer regexes without a hand-written splitter. It reproduces how
-// llama.cpp runs them (REFERENCE.md §6.4): a regex with \p{..} classes runs on the text collapsed to one byte per
+// llama.cpp runs them: a regex with \p{..} classes runs on the text collapsed to one byte per
 // code point, anything else on the code points with non-ASCII whitespace turned into 0x0B. Both corner cases
 // (e.g. '~' is not \p{S}; U+3000 is matched by \s but no longer by a class range that contains it) follow from
 // running the same rewritten regex on the same rewritten text.

@@ -1,5 +1,5 @@
 #pragma once
-// The first step of every encode (REFERENCE.md §6.1): cut special tokens out of the raw text before the model's
+// The first step of every encode: cut special tokens out of the raw text before the model's
 // own tokenizer sees it.
 #include <cstdint>
 #include <string_view>

@@ -1,6 +1,5 @@
 #pragma once
-// SentencePiece-style BPE driven by token scores, with byte fallback (REFERENCE.md §6.2, tokenizer.ggml.model
-// "llama").
+// SentencePiece-style BPE driven by token scores, with byte fallback (tokenizer.ggml.model "llama").
 #include <array>
 #include <cstdint>
 #include <string>

@@ -17,7 +17,7 @@
 namespace pagedllm {
 namespace {
 
-// Texts llama.cpp recognises when the file names no such token (REFERENCE.md §3.5). A token found this way is made
+// Texts llama.cpp recognises when the file names no such token, found by their text. A token found this way is made
 // CONTROL, which also decides whether it is split out of text without parse_special.
 constexpr std::string_view kEndOfTurnTexts[] = {
     "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>",
@@ -75,7 +75,7 @@ std::string replace_space_markers(std::string_view text) {
   return out;
 }
 
-// llama.cpp's clean_spaces post-pass (REFERENCE.md §6.3), three in-place passes over the bytes. The passes read
+// llama.cpp's clean_spaces post-pass, three in-place passes over the bytes. The passes read
 // the buffer they compact, exactly like the original, so its corner cases (" ' ' ") come out the same.
 void clean_up_spaces(std::string& text) {
   // " ?", " !", " .", " ,": drop the space.

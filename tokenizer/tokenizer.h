@@ -1,6 +1,6 @@
 #pragma once
-// Text <-> token ids from a GGUF file's tokenizer metadata, exactly as llama.cpp does it (REFERENCE.md §3.3-3.5,
-// §6): SentencePiece-style BPE ("llama") and byte-level BPE with a pre-tokenizer ("gpt2").
+// Text <-> token ids from a GGUF file's tokenizer metadata, exactly as llama.cpp does it (the
+// tokenizer.* keys): SentencePiece-style BPE ("llama") and byte-level BPE with a pre-tokenizer ("gpt2").
 //
 // Encoding: special tokens are cut out first (§6.1), then each raw fragment goes to the model's encoder.
 // Decoding: decode() is llama_detokenize with remove_special = false: for a vocabulary with add_space_prefix

@@ -1,5 +1,5 @@
 #pragma once
-// Everything a tokenizer is built from, as read from a GGUF file's tokenizer.* keys (REFERENCE.md §3.3), before
+// Everything a tokenizer is built from, as read from a GGUF file's tokenizer.* keys, before
 // any validation. Kept apart from the GGUF reader so that tests and synthetic models can build tokenizers directly.
 #include <cstdint>
 #include <optional>

@@ -1,6 +1,6 @@
 #pragma once
 // One step of a BPE pre-tokenizer: re-split every current piece of the text by one regex into its matches and the
-// unmatched gaps between them (nothing is dropped), REFERENCE.md §6.4. Two regexes have hand-written splitters
+// unmatched gaps between them (nothing is dropped). Two regexes have hand-written splitters
 // (as in llama.cpp); every other one runs on PCRE2.
 #include <cstdint>
 #include <memory>
@@ -52,8 +52,8 @@ class WordSplitter {
   virtual void split(SplitInput& input, std::span<const WordSpan> pieces, std::vector<WordSpan>& out) const = 0;
 };
 
-// The hand-written splitters for the GPT-2 regex and the LLAMA3 regex (REFERENCE.md §6.4, "How llama.cpp executes
-// a regex", point 1).
+// The hand-written splitters for the GPT-2 regex and the LLAMA3 regex, which llama.cpp also runs by hand
+// rather than through a regex engine.
 std::unique_ptr<WordSplitter> make_gpt2_splitter();
 std::unique_ptr<WordSplitter> make_llama3_splitter();
 
