@@ -10,6 +10,8 @@ namespace pagedllm {
 
 void validate_sampling_params(const SamplingParams& p) {
   if (!std::isfinite(p.temperature)) fail("sampling: temperature must be a finite number, got {}", p.temperature);
+  // One rule for every front end (run/chat flags, /set, batch request lines): 0 switches top-k off.
+  if (p.top_k < 0) fail("sampling: top_k must be 0 (off) or a positive count, got {}", p.top_k);
   if (!(p.top_p >= 0.0f && p.top_p <= 1.0f)) fail("sampling: top_p must be between 0 and 1, got {}", p.top_p);
   if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) fail("sampling: min_p must be between 0 and 1, got {}", p.min_p);
   if (!(p.repeat_penalty > 0.0f) || !std::isfinite(p.repeat_penalty))

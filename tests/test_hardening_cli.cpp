@@ -110,6 +110,27 @@ TEST_CASE("run: a context too large for the machine's memory fails before alloca
   CHECK_MESSAGE(r.err.find("available") != std::string::npos, r.err);
 }
 
+TEST_CASE("run and batch share one sampling validation: top_k -1 is refused by both, 0 (off) accepted by both") {
+  const auto run_bad = run_pagedllm("run -m " + shell_quote(kStories) + " -p hi -n 2 --top-k -1");
+  CHECK(run_bad.exit_code == 1);
+  CHECK_MESSAGE(run_bad.err.find("top_k") != std::string::npos, run_bad.err);
+  const auto run_off = run_pagedllm("run -m " + shell_quote(kStories) + " -p hi -n 2 --top-k 0");
+  CHECK_MESSAGE(run_off.exit_code == 0, run_off.err);
+  TempDir dir;
+  write_file(dir / "in.jsonl", "{\"id\": 1, \"prompt\": \"hi\", \"max_tokens\": 2, \"top_k\": -1}\n"
+                               "{\"id\": 2, \"prompt\": \"hi\", \"max_tokens\": 2, \"top_k\": 0}\n");
+  const auto batch_run = run_pagedllm(batch_args(dir / "in.jsonl", (dir / "out.jsonl").string()));
+  CHECK(batch_run.exit_code == 0);  // a bad line is its own error record, not the end of the run
+  const std::vector<json> records = records_of(read_file(dir / "out.jsonl"));
+  REQUIRE(records.size() == 2);
+  CHECK(records[0].contains("error"));
+  CHECK_MESSAGE(records[0].dump().find("top_k") != std::string::npos, records[0].dump());
+  CHECK_MESSAGE(!records[1].contains("error"), records[1].dump());
+  const auto batch_flag_bad = run_pagedllm(batch_args(dir / "in.jsonl", (dir / "flag.jsonl").string()) + " --top-k -1");
+  CHECK(batch_flag_bad.exit_code == 1);
+  CHECK_MESSAGE(batch_flag_bad.err.find("top_k") != std::string::npos, batch_flag_bad.err);
+}
+
 TEST_CASE("batch: an output that is the input file is refused, under any name, and the input is untouched") {
   TempDir dir;
   const fs::path in = dir / "requests.jsonl";

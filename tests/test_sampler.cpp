@@ -312,5 +312,10 @@ TEST_CASE("degenerate logits and bad parameters") {
   bad = SamplingParams{};
   bad.temperature = NAN;
   CHECK_THROWS_AS(validate_sampling_params(bad), Error);
+  bad = SamplingParams{};
+  bad.top_k = -1;  // run --top-k -1 was accepted while a batch line with "top_k": -1 was refused
+  CHECK_THROWS_WITH_AS(validate_sampling_params(bad), doctest::Contains("top_k"), Error);
+  bad.top_k = 0;
+  CHECK_NOTHROW(validate_sampling_params(bad));
   CHECK_NOTHROW(validate_sampling_params(SamplingParams{}));
 }
