@@ -50,6 +50,7 @@ struct BatchOptions {
   bool ignore_eos = false;
   bool no_bos = false;
   std::string chat_template;  // a built-in name for "messages" requests; "" for the model's own
+  bool stable_records = false;
 };
 
 // When no --kv-mem is given: room for max_seqs full contexts, capped so that a long-context model does not take
@@ -293,6 +294,13 @@ void run_batch(const BatchOptions& o) {
   ResultWriter writer(o.output, lines.size(), o.input);  // fails now, not after the work, when it is unwritable
   const auto completed = o.resume ? writer.completed_records() : decltype(writer.completed_records()){};
   writer.start();
+  // --stable-records: without the fields that depend on when, and beside what, a request ran.
+  auto stable = [&](nlohmann::ordered_json record) {
+    if (o.stable_records) {
+      for (const char* field : {"latency_s", "queue_s", "preemptions"}) record.erase(field);
+    }
+    return record;
+  };
   InputWarnings warnings;
   BatchTotals totals;
   totals.requests = lines.size();
@@ -311,7 +319,7 @@ void run_batch(const BatchOptions& o) {
       } else if (auto done = completed.find(id_key(line.id)); done != completed.end()) {
         nlohmann::ordered_json record = done->second;
         record["line"] = line.line;
-        writer.put(i, record);
+        writer.put(i, stable(std::move(record)));
         totals.resumed += 1;
       } else {
         to_generate.push_back(i);
@@ -378,7 +386,7 @@ void run_batch(const BatchOptions& o) {
       } else {
         totals.ok += 1;
       }
-      writer.put(index, result_record(lines[index], result));
+      writer.put(index, stable(result_record(lines[index], result)));
       ++done;
     }
   };
@@ -458,6 +466,9 @@ void add_batch_command(CLI::App& app) {
   cmd->add_option("--chat-template", o->chat_template, "Built-in chat template for \"messages\" requests (chatml, "
                                                        "llama2, llama3, mistral, gemma, phi3, zephyr) instead of the "
                                                        "model's own");
+  cmd->add_flag("--stable-records", o->stable_records, "Leave latency_s, queue_s and preemptions out of the records "
+                                                       "(they depend on when and beside what a request ran), so "
+                                                       "that runs of the same requests compare byte for byte");
   cmd->callback([o, prefix] {
     o->prefix_cache_given = prefix->count() > 0;
     run_batch(*o);
