@@ -365,7 +365,6 @@ void run_batch(const BatchOptions& o) {
   }
 
   const ShardChoice shard = choose_shard(o.shard, o.shard_count, [](const char* name) { return std::getenv(name); });
-  if (!shard.notice.empty()) fmt::print(stderr, "notice: {}\n", shard.notice);
   std::optional<ShardHeader> header;
   std::vector<RequestLine> lines = shard.shard ? read_shard_requests(o, format, *shard.shard, default_sampling,
                                                                      runner_config, header)
@@ -560,16 +559,18 @@ void add_batch_command(CLI::App& app) {
   cmd->add_flag("--stable-records", o->stable_records, "Leave latency_s, queue_s and preemptions out of the records "
                                                        "(they depend on when and beside what a request ran), so "
                                                        "that runs of the same requests compare byte for byte");
-  CLI::App* merge = add_batch_merge_command(*cmd);
-  cmd->callback([o, prefix, merge] {
-    if (merge->parsed()) {
-      if (!o->input.empty() || !o->output.empty()) {
-        fail("batch merge: give -o after merge (batch merge -o RESULTS SHARD...)");
-      }
-      return;
+  // -i and -o are required of a batch run but not of `batch merge`, which CLI11's required() cannot say: checked
+  // here, with CLI11's own error (and exit code) for a missing option.
+  CLI::App* merge = add_batch_merge_command(*cmd, [o] {
+    if (!o->input.empty() || !o->output.empty()) {
+      fail("batch merge: -i and -o before merge belong to a batch run; give the merged file after it "
+           "(batch merge -o RESULTS SHARD...)");
     }
-    if (o->input.empty()) fail("batch: --input (-i REQUESTS) is required");
-    if (o->output.empty()) fail("batch: --output (-o RESULTS) is required");
+  });
+  cmd->callback([o, prefix, merge] {
+    if (merge->parsed()) return;
+    if (o->input.empty()) throw CLI::RequiredError("--input");
+    if (o->output.empty()) throw CLI::RequiredError("--output");
     o->prefix_cache_given = prefix->count() > 0;
     run_batch(*o);
   });

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -198,7 +199,7 @@ void run_merge(const std::string& output, const std::vector<std::string>& paths)
 
 }  // namespace
 
-CLI::App* add_batch_merge_command(CLI::App& batch) {
+CLI::App* add_batch_merge_command(CLI::App& batch, std::function<void()> before) {
   struct MergeOptions {
     std::string output;
     std::vector<std::string> shards;
@@ -209,7 +210,11 @@ CLI::App* add_batch_merge_command(CLI::App& batch) {
   cmd->add_option("-o,--output", o->output, "The merged results (written as <output>.partial, renamed when "
                                             "complete; nothing is written when a check fails)")->required();
   cmd->add_option("shards", o->shards, "The shards' result files, in any order")->required();
-  cmd->callback([o] { run_merge(o->output, o->shards); });
+  // (CLI11 runs a subcommand's callback before its parent's, so batch's checks come in here.)
+  cmd->callback([o, before = std::move(before)] {
+    if (before) before();
+    run_merge(o->output, o->shards);
+  });
   return cmd;
 }
 

@@ -146,22 +146,23 @@ ShardChoice choose_shard(const std::string& flag, std::optional<int64_t> count_f
   if (!flag.empty()) {
     Shard shard = parse_shard(flag);
     if (count_flag && *count_flag != shard.count) fail("--shard {} and --shard-count {} disagree", flag, *count_flag);
-    return {shard, ""};
+    return {shard};
   }
   if (const std::optional<int64_t> id = environment_number(environment, "SLURM_ARRAY_TASK_ID")) {
-    return {from_slurm(environment, *id, count_flag), ""};
+    return {from_slurm(environment, *id, count_flag)};
   }
   if (const std::optional<int64_t> index = environment_number(environment, "JOB_COMPLETION_INDEX")) {
+    // An index without a count cannot be a shard; taking the whole file would have every pod of the job do all
+    // the work, so it is refused, with both ways out.
     if (!count_flag) {
-      return {std::nullopt, fmt::format("JOB_COMPLETION_INDEX={} is set, but without --shard-count N this run takes "
-                                        "the whole request file", *index)};
+      fail("JOB_COMPLETION_INDEX={} is set (a Kubernetes Indexed Job), but --shard-count is not: give --shard-count N "
+           "(the job's completions), or --shard off to take the whole request file", *index);
     }
     if (*index >= *count_flag) {
       fail("JOB_COMPLETION_INDEX={} is not below --shard-count {} (the shards are 0..{})", *index, *count_flag,
            *count_flag - 1);
     }
-    return {Shard{*index, *count_flag, fmt::format("JOB_COMPLETION_INDEX={}, --shard-count {}", *index, *count_flag)},
-            ""};
+    return {Shard{*index, *count_flag, fmt::format("JOB_COMPLETION_INDEX={}, --shard-count {}", *index, *count_flag)}};
   }
   if (count_flag) {
     fail("--shard-count {} needs a shard index: give --shard I/N, or run in a Slurm job array (SLURM_ARRAY_TASK_ID) "

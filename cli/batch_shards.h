@@ -39,14 +39,13 @@ using Environment = std::function<const char*(const char*)>;
 
 struct ShardChoice {
   std::optional<Shard> shard;  // none: the whole file, as without sharding
-  std::string notice;          // something to tell the user even so (an index variable that was not used)
 };
 
 // The shard this copy takes. `flag`: --shard's text ("" when not given; "off" ignores the environment);
 // `count_flag`: --shard-count when given. An explicit --shard wins; then a Slurm job array (SLURM_ARRAY_TASK_ID,
 // counted from SLURM_ARRAY_TASK_MIN in steps of SLURM_ARRAY_TASK_STEP, SLURM_ARRAY_TASK_COUNT tasks); then a
-// Kubernetes Indexed Job (JOB_COMPLETION_INDEX, with the count from --shard-count). Throws pagedllm::Error naming the
-// flag or variable for anything out of range or contradictory.
+// Kubernetes Indexed Job (JOB_COMPLETION_INDEX, which needs the count from --shard-count). Throws pagedllm::Error
+// naming the flag or variable for anything missing, out of range or contradictory.
 ShardChoice choose_shard(const std::string& flag, std::optional<int64_t> count_flag, const Environment& environment);
 
 // Shard `shard`'s positions among `requests` requests.
@@ -90,7 +89,8 @@ std::string run_difference(const ShardHeader& a, const ShardHeader& b);
 // written for this very shard (same header). Throws pagedllm::Error naming the file and the difference otherwise.
 void check_resume_header(const std::string& output, const ShardHeader& ours);
 
-// `pagedllm batch merge -o RESULTS SHARD...`, a subcommand of `batch` (cli/batch_merge.cpp).
-CLI::App* add_batch_merge_command(CLI::App& batch);
+// `pagedllm batch merge -o RESULTS SHARD...`, a subcommand of `batch` (cli/batch_merge.cpp). `before` runs first
+// (batch's own check that none of its -i/-o was given), so that a refused command line writes nothing.
+CLI::App* add_batch_merge_command(CLI::App& batch, std::function<void()> before);
 
 }  // namespace pagedllm::cli

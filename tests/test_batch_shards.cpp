@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/batch_shards.h"
+#include "common/error.h"
 #include "cli_runner.h"
 #include "required_files.h"
 
@@ -187,6 +188,34 @@ std::vector<json> without_schedule(const std::string& text) {
 }
 
 }  // namespace
+
+TEST_CASE("batch --resume without --shard: copied records keep their input line numbers, so a resumed run writes "
+          "what an uninterrupted one writes") {
+  TempDir dir;
+  const std::string in = dir / "in.jsonl";
+  write_file(in, mixed_requests(12));  // a blank line before request 4: line numbers and positions differ
+  const CommandResult whole = batch(in, dir / "whole.jsonl", "--stable-records");
+  REQUIRE_MESSAGE(whole.exit_code == 0, whole.err);
+  const std::string expected = slurp(dir / "whole.jsonl");
+  const std::vector<std::string> records = lines_of(expected);
+  REQUIRE(records.size() == 12);
+  CHECK(json::parse(records[6])["line"] == 8);
+  // An interrupted run's .partial file: the first 8 records, in the order they were written.
+  std::string partial;
+  for (size_t i = 0; i < 8; ++i) partial += records[i] + "\n";
+  const std::string output = dir / "out.jsonl";
+  write_file(output + ".partial", partial);
+  const CommandResult resumed = run_pagedllm_env(
+      kNoSchedulerEnv, "batch -m " + shell_quote(kModel) + " -t 1 -c 256 --progress off --stats json -i " +
+                           shell_quote(in) + " -o " + shell_quote(output) + " --stable-records --resume");
+  REQUIRE_MESSAGE(resumed.exit_code == 0, resumed.err);
+  CHECK(pagedllm::test::last_json_object(resumed.err)["resumed"] == 8);  // (the bad line is request 8, not among them)
+  CHECK(slurp(output) == expected);
+  // Resuming the finished output copies every record and writes the same bytes.
+  const CommandResult again = batch(in, output, "--stable-records --resume");
+  REQUIRE_MESSAGE(again.exit_code == 0, again.err);
+  CHECK(slurp(output) == expected);
+}
 
 TEST_CASE("batch --shard I/3 three times, then batch merge: byte for byte what one unsharded run writes") {
   TempDir dir;
@@ -452,6 +481,16 @@ TEST_CASE("batch merge refuses shards of another request file, other settings, a
   }
   CHECK(slurp(in) == in_before);
   CHECK(slurp(shards[1]) == s1);
+
+  // batch's own -o before `merge` is a mistake, refused before anything is merged or written.
+  const CommandResult misplaced = run_pagedllm_env(kNoSchedulerEnv, "batch -o " + shell_quote(dir / "out.jsonl") +
+                                                                        " merge -o " + shell_quote(dir / "out2.jsonl") +
+                                                                        " " + shell_quote(s0) + " " +
+                                                                        shell_quote(shards[1]) + " " + shell_quote(s2));
+  CHECK(misplaced.exit_code == 1);
+  CHECK_MESSAGE(misplaced.err.find("give the merged file after it") != std::string::npos, misplaced.err);
+  CHECK_FALSE(fs::exists(dir / "out.jsonl"));
+  CHECK_FALSE(fs::exists(dir / "out2.jsonl"));
 }
 
 TEST_CASE("batch without --shard takes the shard from a Slurm job array (from its first task id, in its steps) or a "
@@ -497,12 +536,13 @@ TEST_CASE("batch without --shard takes the shard from a Slurm job array (from it
   CHECK_MESSAGE(indexed.err.find("shard 2/3 (from JOB_COMPLETION_INDEX=2, --shard-count 3") != std::string::npos,
                 indexed.err);
   CHECK(slurp(dir / "indexed.jsonl") == slurp(explicit_shards[2]));
-  // Without --shard-count the index is not enough: the whole file, with a notice.
-  const CommandResult no_count = batch(in, dir / "no_count.jsonl", "--stable-records", "JOB_COMPLETION_INDEX=2");
-  REQUIRE_MESSAGE(no_count.exit_code == 0, no_count.err);
-  CHECK_MESSAGE(no_count.err.find("JOB_COMPLETION_INDEX=2 is set, but without --shard-count") != std::string::npos,
-                no_count.err);
-  CHECK(slurp(dir / "no_count.jsonl") == slurp(dir / "whole.jsonl"));
+  // Without --shard-count the index is not enough: refused (see the bad-values test); --shard off takes the whole
+  // file, without a header.
+  const CommandResult indexed_off = batch(in, dir / "indexed_off.jsonl", "--stable-records --shard off",
+                                          "JOB_COMPLETION_INDEX=2");
+  REQUIRE_MESSAGE(indexed_off.exit_code == 0, indexed_off.err);
+  CHECK(indexed_off.err.find("shard") == std::string::npos);
+  CHECK(slurp(dir / "indexed_off.jsonl") == slurp(dir / "whole.jsonl"));
 
   // An explicit --shard wins over the environment; --shard off ignores it.
   const CommandResult wins = batch(in, dir / "wins.jsonl", "--stable-records --shard 2/3",
@@ -550,6 +590,8 @@ TEST_CASE("batch: a bad --shard, --shard-count or scheduler variable is one erro
       {"", "SLURM_ARRAY_TASK_ID=3 SLURM_ARRAY_TASK_MIN=1 SLURM_ARRAY_TASK_STEP=4 SLURM_ARRAY_TASK_COUNT=3",
        "plus a multiple of the step"},
       {"--shard-count 4", "SLURM_ARRAY_TASK_ID=1 SLURM_ARRAY_TASK_COUNT=3", "disagrees with SLURM_ARRAY_TASK_COUNT=3"},
+      {"", "JOB_COMPLETION_INDEX=2", "JOB_COMPLETION_INDEX=2 is set (a Kubernetes Indexed Job), but --shard-count is not"},
+      {"", "JOB_COMPLETION_INDEX=x", "JOB_COMPLETION_INDEX='x'"},
       {"--shard-count 3", "JOB_COMPLETION_INDEX=3", "JOB_COMPLETION_INDEX=3"},
       {"--shard-count 3", "JOB_COMPLETION_INDEX=1e2", "JOB_COMPLETION_INDEX='1e2'"},
   };
@@ -636,9 +678,9 @@ TEST_CASE("choose_shard: the flag wins, then Slurm (offset by its first task id,
   REQUIRE(indexed.shard);
   CHECK(indexed.shard->index == 2);
   CHECK(indexed.shard->count == 3);
-  const auto uncounted = choose_shard("", std::nullopt, environment({{"JOB_COMPLETION_INDEX", "2"}}));
-  CHECK_FALSE(uncounted.shard);
-  CHECK(uncounted.notice.find("--shard-count") != std::string::npos);
+  CHECK_THROWS_WITH_AS(choose_shard("", std::nullopt, environment({{"JOB_COMPLETION_INDEX", "2"}})),
+                       doctest::Contains("--shard-count is not"), pagedllm::Error);
+  CHECK_FALSE(choose_shard("off", std::nullopt, environment({{"JOB_COMPLETION_INDEX", "2"}})).shard);
   CHECK_FALSE(choose_shard("off", std::nullopt, environment({{"SLURM_ARRAY_TASK_ID", "1"},
                                                              {"SLURM_ARRAY_TASK_COUNT", "3"}})).shard);
   // An empty variable counts as unset.
