@@ -1,12 +1,14 @@
 // `pagedllm batch`: push a file of requests through the continuous-batching scheduler and write one result record
 // per request, in input order, then a summary of throughput and of what the KV cache did.
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <optional>
@@ -19,6 +21,7 @@
 #include <fmt/ranges.h>
 
 #include "cli/batch_files.h"
+#include "cli/batch_shards.h"
 #include "cli/cli_support.h"
 #include "cli/commands.h"
 #include "common/error.h"
@@ -50,6 +53,9 @@ struct BatchOptions {
   bool ignore_eos = false;
   bool no_bos = false;
   std::string chat_template;  // a built-in name for "messages" requests; "" for the model's own
+  std::string shard;          // --shard I/N, "off", or "" (then the environment may choose)
+  std::optional<int64_t> shard_count;
+  bool stable_records = false;
 };
 
 // When no --kv-mem is given: room for max_seqs full contexts, capped so that a long-context model does not take
@@ -260,6 +266,76 @@ std::string summary_text(const BatchOptions& o, const BatchTotals& totals, const
   return out;
 }
 
+// The settings that change what a request's record holds, recorded (with their hash) in a shard's header so that
+// `merge` and `--resume` can refuse results made otherwise. Not here: how the work is scheduled (threads,
+// --max-seqs, --max-batch-tokens, --kv-mem, --kv-layout, --prefix-cache), which the tests show leaves greedy and
+// seeded results as they are (short of a pool smaller than one context, whose records say kv_cache_full), and the
+// display flags.
+nlohmann::ordered_json shard_settings(const BatchOptions& o, const SamplingParams& sampling,
+                                      const RunnerConfig& runner, const std::string& model_path) {
+  return {{"model", model_identity(model_path)},
+          {"format", o.format},
+          {"max_tokens", o.max_tokens},
+          {"sampling",
+           {{"temperature", sampling.temperature},
+            {"top_k", sampling.top_k},
+            {"top_p", sampling.top_p},
+            {"min_p", sampling.min_p},
+            {"repeat_penalty", sampling.repeat_penalty},
+            {"repeat_last_n", sampling.repeat_last_n},
+            {"frequency_penalty", sampling.frequency_penalty},
+            {"presence_penalty", sampling.presence_penalty},
+            {"seed", o.generation.seed}}},
+          {"ignore_eos", o.ignore_eos},
+          {"bos", !o.no_bos},
+          {"chat_template", o.chat_template},
+          {"ctx_size", runner.n_ctx},
+          {"kv_type", o.generation.kv_type},
+          {"block_size", runner.block_size},
+          {"device", runner.device == DeviceKind::Cuda ? "cuda" : "cpu"},
+          {"stable_records", o.stable_records}};
+}
+
+// A shard's requests (read in two passes: the first counts the requests and hashes the file, the second parses this
+// shard's lines), its header, and one line on stderr saying which shard this is and why.
+std::vector<RequestLine> read_shard_requests(const BatchOptions& o, InputFormat format, const Shard& shard,
+                                             const SamplingParams& sampling, const RunnerConfig& runner,
+                                             std::optional<ShardHeader>& header) {
+  struct stat info {};
+  if (::stat(o.input.c_str(), &info) == 0 && !S_ISREG(info.st_mode) && !S_ISDIR(info.st_mode)) {
+    fail("-i {}: sharding reads the request file twice, so it must be a regular file, not a pipe or a device",
+         o.input);
+  }
+  RequestFileDigest whole;
+  read_request_file(o.input, format, kMaxRequestLineBytes, RequestRange{0, 0}, &whole);
+  const RequestRange range = shard_range(shard.index, shard.count, whole.requests);
+  RequestFileDigest again;
+  std::vector<RequestLine> lines = read_request_file(o.input, format, kMaxRequestLineBytes, range, &again);
+  if (again != whole) {
+    fail("-i {}: the request file changed while it was read ({} bytes, then {}): every shard must see the same file",
+         o.input, whole.bytes, again.bytes);
+  }
+  const std::string model_path = o.generation.model_path.empty() ? default_model_path() : o.generation.model_path;
+  header.emplace();
+  header->shard = shard.index;
+  header->shards = shard.count;
+  header->requests = whole.requests;
+  header->first = range.first;
+  header->end = range.end;
+  header->input = whole;
+  header->settings = shard_settings(o, sampling, runner, model_path);
+  const std::string which = fmt::format("shard {}/{} (from {}{})", shard.index, shard.count, shard.source,
+                                        shard.source.starts_with("--shard") ? "" : "; --shard off ignores them");
+  if (lines.empty()) {
+    fmt::print(stderr, "notice: {}: none of the {} requests of {} (its result file holds only the shard header)\n",
+               which, whole.requests, o.input);
+  } else {
+    fmt::print(stderr, "notice: {}: requests {}..{} of {} in {} (input lines {}..{})\n", which, range.first,
+               range.end - 1, whole.requests, o.input, lines.front().line, lines.back().line);
+  }
+  return lines;
+}
+
 void run_batch(const BatchOptions& o) {
   // Everything the user can get wrong is checked before the model loads.
   InputFormat format = InputFormat::Jsonl;
@@ -288,11 +364,26 @@ void run_batch(const BatchOptions& o) {
     fmt::print(stderr, "notice: --kv-layout contiguous has no prefix cache (it is the baseline without sharing)\n");
   }
 
-  std::vector<RequestLine> lines = read_request_file(o.input, format);
+  const ShardChoice shard = choose_shard(o.shard, o.shard_count, [](const char* name) { return std::getenv(name); });
+  std::optional<ShardHeader> header;
+  std::vector<RequestLine> lines = shard.shard ? read_shard_requests(o, format, *shard.shard, default_sampling,
+                                                                     runner_config, header)
+                                               : read_request_file(o.input, format);
   // Claimed before anything is read from it: a second run on the same output is refused here, not interleaved.
   ResultWriter writer(o.output, lines.size(), o.input);  // fails now, not after the work, when it is unwritable
+  if (header) {
+    writer.set_header(header->line());
+    if (o.resume) check_resume_header(writer.path(), *header);
+  }
   const auto completed = o.resume ? writer.completed_records() : decltype(writer.completed_records()){};
   writer.start();
+  // --stable-records: without the fields that depend on when, and beside what, a request ran.
+  auto stable = [&](nlohmann::ordered_json record) {
+    if (o.stable_records) {
+      for (const char* field : {"latency_s", "queue_s", "preemptions"}) record.erase(field);
+    }
+    return record;
+  };
   InputWarnings warnings;
   BatchTotals totals;
   totals.requests = lines.size();
@@ -311,7 +402,7 @@ void run_batch(const BatchOptions& o) {
       } else if (auto done = completed.find(id_key(line.id)); done != completed.end()) {
         nlohmann::ordered_json record = done->second;
         record["line"] = line.line;
-        writer.put(i, record);
+        writer.put(i, stable(std::move(record)));
         totals.resumed += 1;
       } else {
         to_generate.push_back(i);
@@ -319,7 +410,7 @@ void run_batch(const BatchOptions& o) {
     }
   }
   warnings.print_totals();
-  if (lines.empty()) fmt::print(stderr, "warning: {} holds no requests\n", o.input);
+  if (lines.empty() && (!header || header->requests == 0)) fmt::print(stderr, "warning: {} holds no requests\n", o.input);
   if (to_generate.empty()) {
     writer.commit();
     if (o.stats == "json") {
@@ -378,7 +469,7 @@ void run_batch(const BatchOptions& o) {
       } else {
         totals.ok += 1;
       }
-      writer.put(index, result_record(lines[index], result));
+      writer.put(index, stable(result_record(lines[index], result)));
       ++done;
     }
   };
@@ -435,9 +526,9 @@ void add_batch_command(CLI::App& app) {
   add_generation_flags(*cmd, o->generation);
   cmd->add_option("-i,--input", o->input, "Requests: JSONL ({\"id\", \"prompt\" or \"messages\", options}) or text "
                                           "(one prompt per line); a line may be at most " +
-                                          byte_limit_text(kMaxRequestLineBytes))->required();
+                                          byte_limit_text(kMaxRequestLineBytes) + " (required)");
   cmd->add_option("-o,--output", o->output, "Results, JSONL in input order (written as <output>.partial, renamed "
-                                            "when complete)")->required();
+                                            "when complete) (required)");
   cmd->add_option("--format", o->format, "Input format: jsonl or text")->capture_default_str();
   cmd->add_option("-n,--max-tokens", o->max_tokens, "Tokens to generate per sample unless a request says "
                                                     "max_tokens")->capture_default_str();
@@ -458,7 +549,28 @@ void add_batch_command(CLI::App& app) {
   cmd->add_option("--chat-template", o->chat_template, "Built-in chat template for \"messages\" requests (chatml, "
                                                        "llama2, llama3, mistral, gemma, phi3, zephyr) instead of the "
                                                        "model's own");
-  cmd->callback([o, prefix] {
+  cmd->add_option("--shard", o->shard, "Take shard I of N (I/N, from 0): the requests at positions "
+                                       "floor(I*M/N)..floor((I+1)*M/N)-1 of the file's M; the output starts with a "
+                                       "header line for `batch merge`. Without it, a Slurm job array "
+                                       "(SLURM_ARRAY_TASK_ID) or Kubernetes Indexed Job (JOB_COMPLETION_INDEX with "
+                                       "--shard-count) chooses; 'off' ignores them");
+  cmd->add_option("--shard-count", o->shard_count, "Shards in all, for JOB_COMPLETION_INDEX (the Indexed Job's "
+                                                  "completions)");
+  cmd->add_flag("--stable-records", o->stable_records, "Leave latency_s, queue_s and preemptions out of the records "
+                                                       "(they depend on when and beside what a request ran), so "
+                                                       "that runs of the same requests compare byte for byte");
+  // -i and -o are required of a batch run but not of `batch merge`, which CLI11's required() cannot say: checked
+  // here, with CLI11's own error (and exit code) for a missing option.
+  CLI::App* merge = add_batch_merge_command(*cmd, [o] {
+    if (!o->input.empty() || !o->output.empty()) {
+      fail("batch merge: -i and -o before merge belong to a batch run; give the merged file after it "
+           "(batch merge -o RESULTS SHARD...)");
+    }
+  });
+  cmd->callback([o, prefix, merge] {
+    if (merge->parsed()) return;
+    if (o->input.empty()) throw CLI::RequiredError("--input");
+    if (o->output.empty()) throw CLI::RequiredError("--output");
     o->prefix_cache_given = prefix->count() > 0;
     run_batch(*o);
   });

@@ -134,60 +134,52 @@ bool is_blank(std::string_view line) {
   return line.find_first_not_of(" \t\r\n") == std::string_view::npos;
 }
 
-// The lines of a file (owning its descriptor), holding no more than one line and one block in memory: a line
-// longer than the limit (a file with no newline at all, like /dev/zero) is refused as soon as it passes it.
-class LineReader {
- public:
-  LineReader(int fd, std::string name, size_t max_line_bytes)
-      : fd_(fd), name_(std::move(name)), max_line_bytes_(max_line_bytes), block_(size_t{1} << 16) {}
-  ~LineReader() { ::close(fd_); }
-  LineReader(const LineReader&) = delete;
-  LineReader& operator=(const LineReader&) = delete;
-
-  // The next line without its '\n' (the last one may lack it); false at the end of the file.
-  bool next(std::string& line, int line_number) {
-    line.clear();
-    bool started = false;
-    while (true) {
-      if (position_ == filled_ && !fill()) return started;
-      started = true;
-      const char* begin = block_.data() + position_;
-      const auto* newline = static_cast<const char*>(std::memchr(begin, '\n', filled_ - position_));
-      const size_t length = newline != nullptr ? static_cast<size_t>(newline - begin) : filled_ - position_;
-      if (line.size() + length > max_line_bytes_) {
-        fail("{}: line {} is longer than {}, the limit for one request line", name_, line_number,
-             cli::byte_limit_text(max_line_bytes_));
-      }
-      line.append(begin, length);
-      position_ += length;
-      if (newline != nullptr) {
-        ++position_;
-        return true;
-      }
-    }
-  }
-
- private:
-  bool fill() {
-    while (true) {
-      const ssize_t n = ::read(fd_, block_.data(), block_.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) fail("{}: read error: {}", name_, std::strerror(errno));
-      position_ = 0;
-      filled_ = static_cast<size_t>(n);
-      return n > 0;
-    }
-  }
-
-  int fd_;
-  std::string name_;
-  size_t max_line_bytes_;
-  std::vector<char> block_;
-  size_t position_ = 0;
-  size_t filled_ = 0;
-};
-
 }  // namespace
+
+std::string Fnv1a64::hex() const { return fmt::format("{:016x}", value); }
+
+LineReader::LineReader(int fd, std::string name, size_t max_line_bytes, std::string what, Fnv1a64* digest)
+    : fd_(fd), name_(std::move(name)), max_line_bytes_(max_line_bytes), what_(std::move(what)), digest_(digest),
+      block_(size_t{1} << 16) {}
+
+LineReader::~LineReader() { ::close(fd_); }
+
+bool LineReader::next(std::string& line, int line_number, bool* ended) {
+  line.clear();
+  if (ended != nullptr) *ended = false;
+  bool started = false;
+  while (true) {
+    if (position_ == filled_ && !fill()) return started;
+    started = true;
+    const char* begin = block_.data() + position_;
+    const auto* newline = static_cast<const char*>(std::memchr(begin, '\n', filled_ - position_));
+    const size_t length = newline != nullptr ? static_cast<size_t>(newline - begin) : filled_ - position_;
+    if (line.size() + length > max_line_bytes_) {
+      fail("{}: line {} is longer than {}, the limit for {}", name_, line_number,
+           cli::byte_limit_text(max_line_bytes_), what_);
+    }
+    line.append(begin, length);
+    position_ += length;
+    if (newline != nullptr) {
+      ++position_;
+      if (ended != nullptr) *ended = true;
+      return true;
+    }
+  }
+}
+
+bool LineReader::fill() {
+  while (true) {
+    const ssize_t n = ::read(fd_, block_.data(), block_.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("{}: read error: {}", name_, std::strerror(errno));
+    position_ = 0;
+    filled_ = static_cast<size_t>(n);
+    bytes_read_ += filled_;
+    if (digest_ != nullptr) digest_->update(block_.data(), filled_);
+    return n > 0;
+  }
+}
 
 RequestLine parse_request_line(std::string_view text, int line_number) {
   RequestLine out;
@@ -233,18 +225,23 @@ RequestLine parse_request_line(std::string_view text, int line_number) {
   return out;
 }
 
-std::vector<RequestLine> read_request_file(const std::string& path, InputFormat format, size_t max_line_bytes) {
+std::vector<RequestLine> read_request_file(const std::string& path, InputFormat format, size_t max_line_bytes,
+                                          RequestRange range, RequestFileDigest* digest) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("{}: cannot open: {}", path, std::strerror(errno));
-  LineReader in(fd, path, max_line_bytes);
+  Fnv1a64 hash;
+  LineReader in(fd, path, max_line_bytes, "one request line", digest != nullptr ? &hash : nullptr);
   struct stat info {};
   if (::fstat(fd, &info) == 0 && S_ISDIR(info.st_mode)) fail("{}: is a directory, not a request file", path);
   std::vector<RequestLine> lines;
   std::string raw;
+  size_t position = 0;  // of the next request among the file's requests
   for (int line_number = 1; in.next(raw, line_number); ++line_number) {
     std::string_view line = trim_line_end(raw);
     if (line_number == 1 && line.starts_with("\xEF\xBB\xBF")) line.remove_prefix(3);  // a UTF-8 byte-order mark
     if (is_blank(line)) continue;
+    const size_t this_position = position++;
+    if (this_position < range.first || this_position >= range.end) continue;
     if (format == InputFormat::Jsonl) {
       lines.push_back(parse_request_line(line, line_number));
     } else {
@@ -254,6 +251,11 @@ std::vector<RequestLine> read_request_file(const std::string& path, InputFormat 
       request.prompt = std::string(line);
       lines.push_back(std::move(request));
     }
+  }
+  if (digest != nullptr) {
+    digest->bytes = in.bytes_read();
+    digest->fnv1a64 = hash.hex();
+    digest->requests = position;
   }
   return lines;
 }
@@ -407,10 +409,19 @@ std::unordered_map<std::string, nlohmann::ordered_json> ResultWriter::completed_
 void ResultWriter::start() {
   if (started_) throw std::logic_error("ResultWriter: started twice");
   started_ = true;
-  if (direct_) return;
+  if (direct_) {
+    if (header_) write_line(file_, path_, *header_);
+    return;
+  }
   if (::ftruncate(lock_fd_, 0) != 0) fail("-o {}: cannot empty {}: {}", path_, partial_path(path_), std::strerror(errno));
   file_ = ::fdopen(lock_fd_, "wb");
   if (file_ == nullptr) fail("-o {}: cannot write {}: {}", path_, partial_path(path_), std::strerror(errno));
+  if (header_) write_line(file_, partial_path(path_), *header_);
+}
+
+void ResultWriter::set_header(std::string line) {
+  if (started_) throw std::logic_error("ResultWriter: header set after start");
+  header_ = std::move(line);
 }
 
 void ResultWriter::write_line(std::FILE* file, const std::string& name, const std::string& text) {
@@ -420,13 +431,15 @@ void ResultWriter::write_line(std::FILE* file, const std::string& name, const st
   }
 }
 
-void ResultWriter::put(size_t index, const nlohmann::ordered_json& record) {
+void ResultWriter::put(size_t index, const nlohmann::ordered_json& record) { put_text(index, record_text(record)); }
+
+void ResultWriter::put_text(size_t index, std::string text) {
   if (!started_ || file_ == nullptr) throw std::logic_error("ResultWriter: put before start or after commit");
   if (index >= records_.size() || records_[index]) {
     throw std::logic_error(fmt::format("ResultWriter: record {} given twice or out of range", index));
   }
   in_input_order_ = in_input_order_ && index == n_written_;
-  records_[index].emplace(record_text(record));
+  records_[index].emplace(std::move(text));
   ++n_written_;
   if (direct_) {
     while (next_in_order_ < records_.size() && records_[next_in_order_]) {
@@ -465,6 +478,12 @@ void ResultWriter::commit() {
       std::fclose(file);
       fail("-o {}: cannot write {}: {}", path_, ordered_path, std::strerror(errno));
     }
+    if (header_ && (std::fwrite(header_->data(), 1, header_->size(), ordered) != header_->size() ||
+                    std::fputc('\n', ordered) == EOF)) {
+      std::fclose(ordered);
+      std::fclose(file);
+      fail("-o {}: write failed: {}", ordered_path, std::strerror(errno));
+    }
     for (const auto& text : records_) {
       if (std::fwrite(text->data(), 1, text->size(), ordered) != text->size() || std::fputc('\n', ordered) == EOF) {
         std::fclose(ordered);
@@ -481,6 +500,25 @@ void ResultWriter::commit() {
   }
   if (!in_input_order_) std::remove(partial.c_str());
   std::fclose(file);
+}
+
+void ResultWriter::discard() {
+  if (direct_) {
+    if (file_ != nullptr) std::fclose(file_);
+    file_ = nullptr;
+    return;
+  }
+  if (file_ == nullptr && lock_fd_ < 0) return;  // committed (or discarded) already: the .partial is not ours
+  const std::string partial = partial_path(path_);
+  // Removed while still locked: no other run can have claimed it in between.
+  std::remove(partial.c_str());
+  if (file_ != nullptr) {
+    std::fclose(file_);  // closes lock_fd_ too
+  } else if (lock_fd_ >= 0) {
+    ::close(lock_fd_);
+  }
+  file_ = nullptr;
+  lock_fd_ = -1;
 }
 
 }  // namespace pagedllm

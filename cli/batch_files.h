@@ -44,12 +44,70 @@ struct RequestLine {
   std::vector<std::string> unknown_fields;  // ignored (the caller warns)
 };
 
+// FNV-1a, 64-bit: the identity of a request file's bytes (and of what else `batch --shard` records). Not a defence
+// against someone forging a file, only against mixing up two different ones.
+struct Fnv1a64 {
+  uint64_t value = 0xcbf29ce484222325ull;
+  void update(const void* data, size_t size) {
+    const auto* bytes = static_cast<const unsigned char*>(data);
+    for (size_t i = 0; i < size; ++i) value = (value ^ bytes[i]) * 0x100000001b3ull;
+  }
+  void update(std::string_view text) { update(text.data(), text.size()); }
+  std::string hex() const;  // 16 lowercase hex digits
+};
+
+// The lines of a file (owning its descriptor), holding no more than one line and one block in memory: a line
+// longer than the limit (a file with no newline at all, like /dev/zero) is refused as soon as it passes it, with
+// an error naming the file, the line and "the limit for <what>". Every byte read goes through `digest` when given.
+class LineReader {
+ public:
+  LineReader(int fd, std::string name, size_t max_line_bytes, std::string what, Fnv1a64* digest = nullptr);
+  ~LineReader();
+  LineReader(const LineReader&) = delete;
+  LineReader& operator=(const LineReader&) = delete;
+
+  // The next line without its '\n' (the last one may lack it: `ended` says whether it had one); false at the end of
+  // the file.
+  bool next(std::string& line, int line_number, bool* ended = nullptr);
+  uint64_t bytes_read() const { return bytes_read_; }
+
+ private:
+  bool fill();
+
+  int fd_;
+  std::string name_;
+  size_t max_line_bytes_;
+  std::string what_;
+  Fnv1a64* digest_;
+  std::vector<char> block_;
+  size_t position_ = 0;
+  size_t filled_ = 0;
+  uint64_t bytes_read_ = 0;
+};
+
 // Parses one JSONL line (never throws: problems land in `error`).
 RequestLine parse_request_line(std::string_view text, int line_number);
-// Every non-blank line of the file, in order. Throws pagedllm::Error when the file cannot be read or a line is
-// longer than `max_line_bytes`, naming the file, the line and the limit.
+
+// The requests a run takes: those whose position among the file's requests (its non-blank lines, counted from 0)
+// is in [first, end).
+struct RequestRange {
+  size_t first = 0;
+  size_t end = SIZE_MAX;
+};
+// What a whole request file held: its size, a hash of its bytes, and how many requests (non-blank lines).
+struct RequestFileDigest {
+  uint64_t bytes = 0;
+  std::string fnv1a64;
+  size_t requests = 0;
+  bool operator==(const RequestFileDigest&) const = default;
+};
+
+// The file's non-blank lines whose positions fall in `range` (all of them by default), in order; the others are
+// counted but not parsed. Throws pagedllm::Error when the file cannot be read or a line is longer than
+// `max_line_bytes`, naming the file, the line and the limit. `digest`, when given, receives what the whole file held.
 std::vector<RequestLine> read_request_file(const std::string& path, InputFormat format,
-                                          size_t max_line_bytes = kMaxRequestLineBytes);
+                                          size_t max_line_bytes = kMaxRequestLineBytes, RequestRange range = {},
+                                          RequestFileDigest* digest = nullptr);
 
 // The command's sampling defaults with the line's options on top (not validated here).
 SamplingParams sampling_for(const RequestLine& line, const SamplingParams& defaults);
@@ -91,14 +149,25 @@ class ResultWriter {
   // Empties the .partial file: call once, after completed_records() and before the first put().
   void start();
 
+  // A line to write before every record (a shard's header): set before start(); it stays the first line of the
+  // .partial file and of the output.
+  void set_header(std::string line);
+
   // Index: the request's position in the input. Each index exactly once.
   void put(size_t index, const nlohmann::ordered_json& record);
+  // The same with the record's JSON text as it is to be written (one line, no newline).
+  void put_text(size_t index, std::string text);
   size_t written() const { return n_written_; }
   size_t size() const { return records_.size(); }
   bool direct() const { return direct_; }
   // Every record must have been put. Writes `path` atomically (temporary file, fsync, rename), or, for a direct
   // output, flushes it.
   void commit();
+  // Gives up without commit: the .partial file is removed whatever it holds (for outputs that are worth nothing
+  // unless whole). A direct output keeps what was written.
+  void discard();
+  // The output path (a symbolic link's target when -o named a link).
+  const std::string& path() const { return path_; }
 
   static std::string partial_path(const std::string& path) { return path + ".partial"; }
 
@@ -107,6 +176,7 @@ class ResultWriter {
 
   std::string path_;
   std::vector<std::optional<std::string>> records_;  // [n_records] JSON text by input index
+  std::optional<std::string> header_;
   size_t n_written_ = 0;
   size_t next_in_order_ = 0;    // direct output: records [0, next_in_order_) are written
   bool in_input_order_ = true;  // every record so far arrived after all earlier indices
