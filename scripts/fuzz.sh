@@ -7,12 +7,12 @@
 #   scripts/fuzz.sh [TARGET|all] [SECONDS]      (default: all three, 60 s each)
 #   scripts/fuzz.sh SECONDS                     (all three, SECONDS each)
 #
-# Builds with clang into build-fuzz/ (override with PAGEDLLM_FUZZ_BUILD_DIR), seeds each target (GGUF: writer-made
-# synthetic files, ../shared/models/stories260K.gguf and the tokenizer-test vocab files; Jinja: the built-in
+# Builds the sanitizer build (scripts/setup.sh --sanitize: clang, build-sanitize/), seeds each target (GGUF:
+# writer-made synthetic files, ../shared/models/stories260K.gguf and the tokenizer-test vocab files; Jinja: the built-in
 # templates, tests/golden/templates/*.jinja and ../shared/chat-templates/*.jinja, each with a few conversations;
 # requests: lines using every field, and broken ones), runs each for SECONDS and prints "N executions, M crashes"
-# per target. Exits non-zero when a fuzzer found a crash (the input is kept under build-fuzz/fuzz-artifacts/TARGET/
-# to reproduce: build-fuzz/fuzz_TARGET FILE). What each fuzzer learned stays in build-fuzz/fuzz-corpus/TARGET/.
+# per target. Exits non-zero when a fuzzer found a crash (the input is kept under build-sanitize/fuzz-artifacts/TARGET/
+# to reproduce: build-sanitize/fuzz_TARGET FILE). What each fuzzer learned stays in build-sanitize/fuzz-corpus/TARGET/.
 set -euo pipefail
 
 targets=(gguf jinja requests)
@@ -34,37 +34,11 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ] || [ $# -gt 0 ]; then
   exit 2
 fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${PAGEDLLM_FUZZ_BUILD_DIR:-$root/build-fuzz}"
+build="$root/build-sanitize"
 shared="${PAGEDLLM_SHARED_DIR:-$root/../shared}"
 
-# ---------------------------------------------------------------- tools: clang and libFuzzer (only when missing)
-missing=()
-command -v clang >/dev/null 2>&1 || missing+=(clang)
-command -v clang++ >/dev/null 2>&1 || missing+=(clang)
-clang_major="$(clang --version 2>/dev/null | sed -n 's/.*clang version \([0-9]*\).*/\1/p' | head -n1)"
-if [ -z "$clang_major" ] || ! dpkg -s "libclang-rt-${clang_major}-dev" >/dev/null 2>&1; then
-  # Debian's clang 14 ships libFuzzer and the sanitizer runtimes in libclang-rt-14-dev.
-  missing+=("libclang-rt-${clang_major:-14}-dev")
-fi
-if [ "${#missing[@]}" -gt 0 ]; then
-  sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  echo "installing: ${missing[*]}"
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(printf '%s\n' "${missing[@]}" | sort -u)
-fi
-
-# ---------------------------------------------------------------- build
-generator=()
-command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
-# -fsanitize=fuzzer-no-link gives the core library the coverage instrumentation libFuzzer steers by.
-mkdir -p "$build"
-CC=clang CXX=clang++ cmake -S "$root" -B "$build" "${generator[@]}" \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DPAGEDLLM_FUZZ=ON -DPAGEDLLM_CUDA=OFF -DPAGEDLLM_SANITIZE=address,undefined -DPAGEDLLM_NATIVE=OFF \
-  -DCMAKE_CXX_FLAGS="-fsanitize=fuzzer-no-link" >"$build/configure.log" 2>&1 ||
-  { cat "$build/configure.log" >&2; exit 1; }
-cmake --build "$build" --target "${targets[@]/#/fuzz_}" -j "${PAGEDLLM_FUZZ_JOBS:-$(nproc)}"
+# ---------------------------------------------------------------- build: the sanitizer build holds the targets
+"$root/scripts/setup.sh" --sanitize --no-model >/dev/null
 
 # ---------------------------------------------------------------- seeds, one folder per target
 # Writes the seeds of target $1 into $2 and prints the largest seed's size.
