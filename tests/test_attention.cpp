@@ -159,8 +159,8 @@ TEST_CASE("tiled attention matches the naive oracle on mixed prefill/decode batc
           CAPTURE(kv_dtype_name(dtype));
           CAPTURE(head_dim);
           CAPTURE(block_size);
-          CAPTURE(n_head);
-          CAPTURE(n_head_kv);
+          CAPTURE(shape.n_head);  // the shape's copies: clang 14 cannot capture structured bindings
+          CAPTURE(shape.n_head_kv);
           // A fresh prompt, a prompt chunk after a cached prefix, decodes of 1 token, of a partly filled block, of
           // a long context (split across threads), and a chunk ending mid-block.
           const Problem problem(shape, {{45, 45}, {97, 30}, {1, 1}, {35, 1}, {1500, 1}, {70, 7}}, seed++);

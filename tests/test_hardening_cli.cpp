@@ -292,7 +292,7 @@ TEST_CASE("chat --json: one JSON object per line for every input, answers with n
 }
 
 // Kilobytes. AddressSanitizer's shadow memory and freed-memory quarantine add about 50 MB to every command.
-#if defined(__SANITIZE_ADDRESS__)
+#if PAGEDLLM_ADDRESS_SANITIZER
 constexpr long kCpuCommandMaxRssKb = 160 * 1024;
 #else
 constexpr long kCpuCommandMaxRssKb = 100 * 1024;

@@ -440,8 +440,10 @@ TEST_CASE("quantize -> dequantize stays within each format's error bound") {
     }
   }
   SUBCASE("Q4_0 and Q5_0: at most one step (the extreme opposite the anchor may clip), RMS about step/sqrt(12)") {
-    for (const auto& [type, levels] : {std::pair{GgmlType::Q4_0, 8.0f}, std::pair{GgmlType::Q5_0, 16.0f}}) {
-      CAPTURE(type_name(type));
+    for (const auto& type_levels : {std::pair{GgmlType::Q4_0, 8.0f}, std::pair{GgmlType::Q5_0, 16.0f}}) {
+      const auto [type, levels] = type_levels;
+      const std::string_view name = type_name(type);  // clang 14 cannot capture a structured binding
+      CAPTURE(name);
       const auto y = round_trip(type, x);
       double step_sum = 0;
       for (int64_t b = 0; b < n / 32; ++b) {
@@ -453,8 +455,10 @@ TEST_CASE("quantize -> dequantize stays within each format's error bound") {
     }
   }
   SUBCASE("Q4_1 and Q5_1: half a step of (max - min) / levels, plus the f16 rounding of d and m") {
-    for (const auto& [type, levels] : {std::pair{GgmlType::Q4_1, 15.0f}, std::pair{GgmlType::Q5_1, 31.0f}}) {
-      CAPTURE(type_name(type));
+    for (const auto& type_levels : {std::pair{GgmlType::Q4_1, 15.0f}, std::pair{GgmlType::Q5_1, 31.0f}}) {
+      const auto [type, levels] = type_levels;
+      const std::string_view name = type_name(type);  // clang 14 cannot capture a structured binding
+      CAPTURE(name);
       const auto y = round_trip(type, x);
       for (int64_t b = 0; b < n / 32; ++b) {
         const auto [low, high] = std::minmax_element(x.begin() + 32 * b, x.begin() + 32 * b + 32);

@@ -115,7 +115,8 @@ std::vector<std::vector<int32_t>> completion_tokens(const RequestResult& result)
 
 void check_same_outputs(const Outcome& a, const Outcome& b) {
   REQUIRE(a.results.size() == b.results.size());
-  for (const auto& [id, result] : a.results) {
+  for (const auto& [result_id, result] : a.results) {
+    const auto id = result_id;  // clang 14 cannot capture a structured binding in CHECK_MESSAGE
     REQUIRE(b.results.count(id) == 1);
     const RequestResult& other = b.results.at(id);
     CHECK_MESSAGE(result.error == other.error, "request ", id);
@@ -285,7 +286,9 @@ TEST_CASE("scheduler invariants hold over thousands of random steps; every reque
       }
       CHECK(steps > 300);
       CHECK(static_cast<int64_t>(finished_count.size()) == n_requests);
-      for (const auto& [id, count] : finished_count) CHECK_MESSAGE(count == 1, "request ", id, " finished ", count, " times");
+      for (const auto& finished : finished_count) {
+        CHECK_MESSAGE(finished.second == 1, "request ", finished.first, " finished ", finished.second, " times");
+      }
       const CacheStats cache = scheduler.cache().stats();
       CHECK(cache.blocks_used == 0);
       CHECK(cache.sequences == 0);
