@@ -3,7 +3,7 @@
 #
 #   scripts/test.sh              everything CI runs: the suite on the normal build (build/), the suite again under
 #                                AddressSanitizer + UBSan (build-sanitize/), and a short run of each fuzz target
-#                                (PAGEDLLM_CI_FUZZ_SECONDS each, default 10)
+#                                (PAGEDLLM_CI_FUZZ_SECONDS each, default 5)
 #   scripts/test.sh --quick      the suite on the normal build only
 #   scripts/test.sh --sanitize   the suite on the sanitizer build only
 #   scripts/test.sh --fuzz [S]   the libFuzzer targets (GGUF reader, Jinja interpreter, batch request lines), S seconds
@@ -38,6 +38,6 @@ case "$mode" in
     scripts/setup.sh --sanitize
     suite build-sanitize
     echo "test.sh: a short run of each fuzz target"
-    scripts/fuzz.sh "${PAGEDLLM_CI_FUZZ_SECONDS:-10}"
+    scripts/fuzz.sh "${PAGEDLLM_CI_FUZZ_SECONDS:-5}"
     ;;
 esac
