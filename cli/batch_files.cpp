@@ -193,6 +193,10 @@ RequestLine parse_request_line(std::string_view text, int line_number) {
       if (event == nlohmann::json::parse_event_t::key && depth >= 1) {
         key_path.resize(static_cast<size_t>(depth - 1));
         key_path.push_back(parsed.get<std::string>());
+      } else if (event == nlohmann::json::parse_event_t::value && depth == 1 && key_path.size() == 1 &&
+                 key_path.front() == "id" && (parsed.is_string() || parsed.is_number_integer())) {
+        // Kept now, so that the error record of a line whose parse fails further on still carries its id.
+        out.id = parsed;
       }
       return true;
     };

@@ -582,7 +582,7 @@ void add_chat_command(CLI::App& app) {
   add_subcommand_with_aliases(
       app, "chat",
       "Talk with the model in the terminal; the conversation stays in the KV cache. When stdin is not a terminal, "
-      "each input line is one user turn (or a /command) and each answer one output line.",
+      "each input line is one user turn (or a /command); --json frames each answer as one JSON line.",
       {{"-sys", "--system"}, {"-sysf", "--system-file"}}, [](CLI::App& parser) {
         auto o = std::make_shared<ChatOptions>();
         add_generation_flags(parser, o->generation);

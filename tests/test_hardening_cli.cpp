@@ -298,6 +298,24 @@ constexpr long kCpuCommandMaxRssKb = 160 * 1024;
 constexpr long kCpuCommandMaxRssKb = 100 * 1024;
 #endif
 
+TEST_CASE("run: a long context's K/V pool costs memory only as tokens fill it") {
+  // -c 500000 sizes a ~305 MB pool for stories260K; a 4-token run writes a few blocks of it. The pool used to be
+  // written in full before the first token (1.3 GB resident for -c 2000000).
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string command = "exec " + shell_quote(PAGEDLLM_BINARY) + " run -m " + shell_quote(kStories) +
+                                " -p hello -n 4 -c 500000 --device cpu --stats none >/dev/null 2>&1";
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  struct rusage usage {};
+  REQUIRE(::wait4(pid, &status, 0, &usage) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(usage.ru_maxrss < kCpuCommandMaxRssKb);
+}
+
 TEST_CASE("commands that never use a GPU do not pay for loading the CUDA libraries") {
   // Loading cuBLAS costs about 200 MB of memory at once; a CPU-only command stays far below that.
   for (const std::string& args : {"tokenize -m " + shell_quote(kStories) + " -p hello",

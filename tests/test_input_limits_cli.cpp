@@ -207,6 +207,16 @@ TEST_CASE("batch: a number a request cannot hold is reported by its field, not a
   const pagedllm::RequestLine temperature =
       pagedllm::parse_request_line(R"({"prompt": "x", "temperature": 1e999})", 7);
   CHECK(temperature.error == "\"temperature\": the number 1e999 is out of range (it does not fit in a double)");
+  // The error record keeps the id the line gave before the number (it used to fall back to the line number, which
+  // could be another request's id).
+  CHECK(temperature.id == 7);
+  const pagedllm::RequestLine with_id =
+      pagedllm::parse_request_line(R"({"id": "first", "prompt": "x", "temperature": 1e999})", 3);
+  CHECK(with_id.id == "first");
+  CHECK_FALSE(with_id.error.empty());
+  const pagedllm::RequestLine numbered =
+      pagedllm::parse_request_line(R"({"id": 1, "messages": [{"id": 5, "x": 1e999}]})", 2);
+  CHECK(numbered.id == 1);
   const pagedllm::RequestLine nested = pagedllm::parse_request_line(
       R"({"messages": [{"role": "user", "content": "x", "weight": -1e400}]})", 8);
   CHECK(nested.error == "\"messages.weight\": the number -1e400 is out of range (it does not fit in a double)");

@@ -19,14 +19,12 @@ KvPool::KvPool(const KvGeometry& geometry) : geometry_(geometry) {
     fail("KV pool: invalid size ({} blocks of {} tokens)", g.num_blocks, g.block_size);
   const int num_blocks = g.num_blocks;
   const size_t total = g.pool_bytes();
-  try {
-    storage_.resize(total);
-  } catch (const std::bad_alloc&) {
+  storage_.reset(static_cast<uint8_t*>(std::calloc(total, 1)));
+  if (!storage_) {
     fail("KV pool: cannot allocate {:.1f} MiB for {} blocks", static_cast<double>(total) / (1024.0 * 1024.0),
          num_blocks);
-  } catch (const std::length_error&) {
-    fail("KV pool: {} blocks are more than this machine can address", num_blocks);
   }
+  storage_bytes_ = total;
 }
 
 size_t KvPool::layer_pool_bytes() const {
@@ -43,8 +41,8 @@ void KvPool::write(int layer, const float* k, const float* v, std::span<const in
   if (layer < 0 || layer >= geometry_.n_layer) throw std::out_of_range(fmt::format("KV pool: no layer {}", layer));
   const size_t row = slot_elements();                        // elements per slot
   const size_t row_bytes = row * kv_dtype_size(dtype());
-  uint8_t* k_pool = storage_.data() + layer_offset(layer, 0);  // [num_blocks * block_size, n_head_kv, head_dim]
-  uint8_t* v_pool = storage_.data() + layer_offset(layer, 1);
+  uint8_t* k_pool = storage_.get() + layer_offset(layer, 0);  // [num_blocks * block_size, n_head_kv, head_dim]
+  uint8_t* v_pool = storage_.get() + layer_offset(layer, 1);
   for (size_t t = 0; t < slot_mapping.size(); ++t) {
     const int32_t slot = slot_mapping[t];
     check_slot(slot);
@@ -69,7 +67,7 @@ void KvPool::copy_block(int32_t src, int32_t dst) {
   const size_t block_bytes = static_cast<size_t>(block_size()) * slot_elements() * kv_dtype_size(dtype());
   for (int layer = 0; layer < geometry_.n_layer; ++layer) {
     for (int which = 0; which < 2; ++which) {
-      uint8_t* pool = storage_.data() + layer_offset(layer, which);
+      uint8_t* pool = storage_.get() + layer_offset(layer, which);
       std::memcpy(pool + static_cast<size_t>(dst) * block_bytes, pool + static_cast<size_t>(src) * block_bytes,
                   block_bytes);
     }
@@ -84,7 +82,7 @@ void KvPool::read(int layer, int which, int32_t slot, float* out) const {
   if (layer < 0 || layer >= geometry_.n_layer) throw std::out_of_range(fmt::format("KV pool: no layer {}", layer));
   check_slot(slot);
   const size_t row = slot_elements();
-  const uint8_t* source = storage_.data() + layer_offset(layer, which) + static_cast<size_t>(slot) * row *
+  const uint8_t* source = storage_.get() + layer_offset(layer, which) + static_cast<size_t>(slot) * row *
                                                                                kv_dtype_size(dtype());
   if (dtype() == KvDtype::F16) f16_row_to_f32(reinterpret_cast<const uint16_t*>(source), out, static_cast<int>(row));
   else std::memcpy(out, source, row * sizeof(float));

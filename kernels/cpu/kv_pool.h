@@ -5,6 +5,8 @@
 // batch's slot mapping, read by the attention kernels through the block tables.
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -25,13 +27,13 @@ class KvPool {
   void apply_copies(std::span<const BlockCopy> copies);  // in order: a later copy may overwrite an earlier source
 
   // [num_blocks, block_size, n_head_kv, head_dim] of dtype(): what AttentionArgs::k_pool / v_pool take.
-  const void* k_data(int layer) const { return storage_.data() + layer_offset(layer, 0); }
-  const void* v_data(int layer) const { return storage_.data() + layer_offset(layer, 1); }
+  const void* k_data(int layer) const { return storage_.get() + layer_offset(layer, 0); }
+  const void* v_data(int layer) const { return storage_.get() + layer_offset(layer, 1); }
   // One slot's K or V rows widened to f32, for tests and debugging. out: [n_head_kv, head_dim].
   void read_k(int layer, int32_t slot, float* out) const { read(layer, 0, slot, out); }
   void read_v(int layer, int32_t slot, float* out) const { read(layer, 1, slot, out); }
 
-  size_t size_bytes() const { return storage_.size(); }
+  size_t size_bytes() const { return storage_bytes_; }
   KvDtype dtype() const { return geometry_.dtype; }
   int num_blocks() const { return geometry_.num_blocks; }
   int block_size() const { return geometry_.block_size; }
@@ -47,7 +49,14 @@ class KvPool {
   void read(int layer, int which, int32_t slot, float* out) const;
 
   KvGeometry geometry_;
-  std::vector<uint8_t> storage_;  // [n_layer, 2 (K, V), num_blocks, block_size, n_head_kv, head_dim] of dtype
+  struct FreeStorage {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  // [n_layer, 2 (K, V), num_blocks, block_size, n_head_kv, head_dim] of dtype. From calloc, which maps a large block
+  // as zero pages the system commits when first written: a pool sized for a long context costs memory only as
+  // tokens fill it (a vector would write every byte up front, so -c 2000000 held 1.3 GB before the first token).
+  std::unique_ptr<uint8_t[], FreeStorage> storage_;
+  size_t storage_bytes_ = 0;
 };
 
 }  // namespace pagedllm
