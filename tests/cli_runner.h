@@ -1,16 +1,22 @@
 #pragma once
 // Runs the built pagedllm binary with arguments and captures stdout, stderr and the exit code, for the tests
 // that check the command line as a user sees it.
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -65,6 +71,39 @@ inline CommandResult run_pagedllm(const std::string& args, const std::string& st
 }
 
 // The JSON object on the last non-empty line of `text` (where --stats json puts its report).
+// Starts args (args[0] is the program; stdout and stderr to /dev/null; no job-scheduler shard variables), waits
+// until `watched` holds `lines` lines, then sends `signal_number`: an interruption at a known point of the output,
+// not a hand-made file. Returns the wait status (the program may also have ended by itself, or after 120 s).
+inline int run_until_lines_then_signal(std::vector<std::string> args, const std::string& watched, long lines,
+                                       int signal_number) {
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    for (const char* name : {"SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"}) ::unsetenv(name);
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    ::dup2(devnull, STDOUT_FILENO);
+    ::dup2(devnull, STDERR_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  auto lines_out = [&] {
+    const std::string text = slurp(watched);
+    return static_cast<long>(std::count(text.begin(), text.end(), '\n'));
+  };
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  int status = 0;
+  while (lines_out() < lines && std::chrono::steady_clock::now() < deadline) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  ::kill(pid, signal_number);
+  ::waitpid(pid, &status, 0);
+  return status;
+}
+
 inline nlohmann::json last_json_object(const std::string& text) {
   const auto end = text.find_last_not_of('\n');
   if (end == std::string::npos) return nlohmann::json();

@@ -33,6 +33,7 @@ using nlohmann::json;
 using pagedllm::test::CommandResult;
 using pagedllm::test::run_pagedllm;
 using pagedllm::test::shell_quote;
+using pagedllm::test::run_until_lines_then_signal;
 using pagedllm::test::slurp;
 
 namespace {
@@ -468,37 +469,8 @@ TEST_CASE("batch output is atomic under a real interruption: killed mid-run (SIG
     std::vector<std::string> args = {PAGEDLLM_BINARY, "batch", "-m", kModel, "-t", "1", "-c", "256",
                                      "-i", dir / "in.jsonl", "-o", output, "--max-seqs", "1",
                                      "--progress", "off", "--stats", "none"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    const pid_t pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      const int devnull = ::open("/dev/null", O_WRONLY);
-      ::dup2(devnull, STDOUT_FILENO);
-      ::dup2(devnull, STDERR_FILENO);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    // Kill it once three records are out.
-    auto records_out = [&] {
-      const std::string text = slurp(partial);
-      return std::count(text.begin(), text.end(), '\n');
-    };
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    int status = 0;
-    bool exited = false;
-    while (records_out() < 3 && std::chrono::steady_clock::now() < deadline) {
-      if (::waitpid(pid, &status, WNOHANG) == pid) {
-        exited = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    if (!exited) {
-      ::kill(pid, signal_number);
-      ::waitpid(pid, &status, 0);
-    }
+    // Signalled once three records are out.
+    const int status = run_until_lines_then_signal(args, partial, 3, signal_number);
     // SIGKILL ends it at once; SIGTERM may also be caught and end it after the current step with 128 + signal.
     const bool killed = WIFSIGNALED(status) && WTERMSIG(status) == signal_number;
     const bool stopped = signal_number != SIGKILL && WIFEXITED(status) && WEXITSTATUS(status) == 128 + signal_number;

@@ -29,6 +29,7 @@ using nlohmann::json;
 using pagedllm::test::CommandResult;
 using pagedllm::test::run_pagedllm_env;
 using pagedllm::test::shell_quote;
+using pagedllm::test::run_until_lines_then_signal;
 using pagedllm::test::slurp;
 
 namespace {
@@ -316,38 +317,8 @@ TEST_CASE("batch --shard --resume: a shard killed mid-run and resumed writes wha
   std::vector<std::string> args = {PAGEDLLM_BINARY, "batch", "-m", kModel, "-t", "1", "-c", "256", "-i", in,
                                    "-o", output, "--stable-records", "--max-seqs", "1", "--shard", "1/3",
                                    "--progress", "off", "--stats", "none"};
-  std::vector<char*> argv;
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  const pid_t pid = ::fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    for (const char* name : {"SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"}) ::unsetenv(name);
-    const int devnull = ::open("/dev/null", O_WRONLY);
-    ::dup2(devnull, STDOUT_FILENO);
-    ::dup2(devnull, STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
   // Killed (SIGKILL: no chance to tidy up) once the header and three records are out.
-  auto lines_out = [&] {
-    const std::string partial_text = slurp(partial);
-    return std::count(partial_text.begin(), partial_text.end(), '\n');
-  };
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  int status = 0;
-  bool exited = false;
-  while (lines_out() < 4 && std::chrono::steady_clock::now() < deadline) {
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      exited = true;
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-  if (!exited) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, &status, 0);
-  }
+  const int status = run_until_lines_then_signal(args, partial, 4, SIGKILL);
   REQUIRE_MESSAGE((WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL), "wait status " << status);
   REQUIRE_FALSE(fs::exists(output));
   const std::string interrupted = slurp(partial);
