@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -39,6 +40,38 @@ std::filesystem::path cache_file(const char* name = "cpu_bandwidth.json") {
                                : home && *home ? std::filesystem::path(home) / ".cache"
                                                : std::filesystem::temp_directory_path();
   return base / "pagedllm" / name;
+}
+
+// A probe's figure from the JSON cache file under `key` (one file holds every CPU model and thread count), or, when
+// absent or the file is unreadable, measured and written back. Not being able to write the cache costs a quarter
+// second next time; it is not an error.
+double cached_probe(const std::filesystem::path& path, const std::string& key, const std::function<double()>& measure,
+                    bool& from_cache) {
+  nlohmann::json cache = nlohmann::json::object();
+  try {
+    std::ifstream in(path);
+    if (in) cache = nlohmann::json::parse(in);
+    if (cache.is_object() && cache.contains(key) && cache[key].is_number() && cache[key].get<double>() > 0) {
+      from_cache = true;
+      return cache[key].get<double>();
+    }
+  } catch (const std::exception&) {
+    cache = nlohmann::json::object();  // a corrupt cache is remeasured and rewritten
+  }
+  if (!cache.is_object()) cache = nlohmann::json::object();
+  const double value = measure();
+  try {
+    std::filesystem::create_directories(path.parent_path());
+    cache[key] = value;
+    const std::filesystem::path tmp = path.string() + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << cache.dump(2) << "\n";
+    }
+    std::filesystem::rename(tmp, path);
+  } catch (const std::exception&) {
+  }
+  return value;
 }
 
 }  // namespace
@@ -78,31 +111,7 @@ MemoryBandwidth cpu_memory_bandwidth(ThreadPool& pool) {
   const std::filesystem::path path = cache_file();
   result.cache_path = path.string();
   const std::string key = fmt::format("read v2: {} / {} threads", cpu_model_name(), pool.size());
-  nlohmann::json cache = nlohmann::json::object();
-  try {
-    std::ifstream in(path);
-    if (in) cache = nlohmann::json::parse(in);
-    if (cache.is_object() && cache.contains(key) && cache[key].is_number() && cache[key].get<double>() > 0) {
-      result.gb_per_s = cache[key].get<double>();
-      result.from_cache = true;
-      return result;
-    }
-  } catch (const std::exception&) {
-    cache = nlohmann::json::object();  // a corrupt cache is remeasured and rewritten
-  }
-  result.gb_per_s = measure_cpu_memory_bandwidth(pool);
-  try {
-    std::filesystem::create_directories(path.parent_path());
-    cache[key] = result.gb_per_s;
-    const std::filesystem::path tmp = path.string() + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << cache.dump(2) << "\n";
-    }
-    std::filesystem::rename(tmp, path);
-  } catch (const std::exception&) {
-    // Not being able to cache costs a quarter second next time; it is not an error.
-  }
+  result.gb_per_s = cached_probe(path, key, [&] { return measure_cpu_memory_bandwidth(pool); }, result.from_cache);
   return result;
 }
 
@@ -190,30 +199,7 @@ FmaThroughput cpu_compute_peak(ThreadPool& pool) {
   result.method = fmt::format("{}, {} threads", fma_probe_name(), pool.size());
   const std::filesystem::path path = cache_file("cpu_compute.json");
   const std::string key = fmt::format("fma v1: {} / {}", cpu_model_name(), result.method);
-  nlohmann::json cache = nlohmann::json::object();
-  try {
-    std::ifstream in(path);
-    if (in) cache = nlohmann::json::parse(in);
-    if (cache.is_object() && cache.contains(key) && cache[key].is_number() && cache[key].get<double>() > 0) {
-      result.gflop_per_s = cache[key].get<double>();
-      result.from_cache = true;
-      return result;
-    }
-  } catch (const std::exception&) {
-    cache = nlohmann::json::object();
-  }
-  result.gflop_per_s = measure_cpu_compute_peak(pool);
-  try {
-    std::filesystem::create_directories(path.parent_path());
-    cache[key] = result.gflop_per_s;
-    const std::filesystem::path tmp = path.string() + ".tmp";
-    {
-      std::ofstream out(tmp);
-      out << cache.dump(2) << "\n";
-    }
-    std::filesystem::rename(tmp, path);
-  } catch (const std::exception&) {
-  }
+  result.gflop_per_s = cached_probe(path, key, [&] { return measure_cpu_compute_peak(pool); }, result.from_cache);
   return result;
 }
 
