@@ -171,6 +171,23 @@ struct CudaBackend::Impl {
     return reinterpret_cast<const T*>(inputs.as<int32_t>() + at);
   }
 
+  // What both attention kernels (the tiled one and the naive reference) are given for one layer of the batch.
+  cuda::AttentionLaunch attention_launch(int layer, const float* q, float* out, const AttentionParams& params) const {
+    cuda::AttentionLaunch args;
+    args.q = q;
+    args.out = out;
+    args.k_pool = k_pool(layer);
+    args.v_pool = v_pool(layer);
+    args.seqs = input<cuda::DeviceSeq>(layout.seqs);
+    args.block_tables = input<int32_t>(layout.tables);
+    args.n_head = params.n_head;
+    args.n_head_kv = params.n_head_kv;
+    args.head_dim = params.head_dim;
+    args.block_size = kv_geometry.block_size;
+    args.scale = params.scale;
+    return args;
+  }
+
   cuda::MatmulWorkspace workspace(int64_t n_rows) {
     matmul_activations.reserve(cuda::matmul_activation_bytes(n_rows, widest_input));
     if (any_quantized) weight_tile.reserve(cuda::kWeightTileBytes);
@@ -421,18 +438,7 @@ void CudaBackend::attention(int layer, float* q, float* out, const AttentionPara
   }
   const int64_t n = s.current().n_tokens();
   cuda::round_through_f16(q, n * params.n_head * params.head_dim, s.stream);
-  cuda::AttentionLaunch args;
-  args.q = q;
-  args.out = out;
-  args.k_pool = s.k_pool(layer);
-  args.v_pool = s.v_pool(layer);
-  args.seqs = s.input<cuda::DeviceSeq>(s.layout.seqs);
-  args.block_tables = s.input<int32_t>(s.layout.tables);
-  args.n_head = params.n_head;
-  args.n_head_kv = params.n_head_kv;
-  args.head_dim = params.head_dim;
-  args.block_size = s.kv_geometry.block_size;
-  args.scale = params.scale;
+  const cuda::AttentionLaunch args = s.attention_launch(layer, q, out, params);
   cuda::flash_attention(args, s.input<cuda::FlashTile>(s.layout.tiles), static_cast<int>(s.tiles.size()),
                         s.tile_shape.tokens_per_tile, s.tile_shape.heads_per_tile, s.stream);
   cuda::paged_decode_attention(args, s.input<cuda::DecodeWork>(s.layout.work), static_cast<int>(s.decode.work.size()),
@@ -442,18 +448,7 @@ void CudaBackend::attention(int layer, float* q, float* out, const AttentionPara
 
 void CudaBackend::attention_reference(int layer, const float* q, float* out, const AttentionParams& params) {
   Impl& s = *impl_;
-  cuda::AttentionLaunch args;
-  args.q = q;
-  args.out = out;
-  args.k_pool = s.k_pool(layer);
-  args.v_pool = s.v_pool(layer);
-  args.seqs = s.input<cuda::DeviceSeq>(s.layout.seqs);
-  args.block_tables = s.input<int32_t>(s.layout.tables);
-  args.n_head = params.n_head;
-  args.n_head_kv = params.n_head_kv;
-  args.head_dim = params.head_dim;
-  args.block_size = s.kv_geometry.block_size;
-  args.scale = params.scale;
+  const cuda::AttentionLaunch args = s.attention_launch(layer, q, out, params);
   const int n_seqs = static_cast<int>(s.seqs.size());
   s.reference_scores.reserve(cuda::naive_attention_scores_bytes(s.seqs.data(), n_seqs, params.n_head));
   cuda::naive_attention(args, s.seqs.data(), n_seqs, s.reference_scores.as<float>(), s.stream);
