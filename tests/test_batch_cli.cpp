@@ -18,7 +18,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include "temp_dir.h"
+
 namespace fs = std::filesystem;
+using pagedllm::test::TempDir;
 using nlohmann::json;
 
 namespace {
@@ -46,20 +49,6 @@ void write_file(const fs::path& path, const std::string& text) {
   out << text;
 }
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    static std::atomic<int> counter{0};
-    path = fs::temp_directory_path() /
-           ("pagedllm_batch_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 struct Run {
   int exit_code = -1;

@@ -22,9 +22,11 @@
 #include "cli/batch_shards.h"
 #include "common/error.h"
 #include "cli_runner.h"
+#include "temp_dir.h"
 #include "required_files.h"
 
 namespace fs = std::filesystem;
+using pagedllm::test::TempDir;
 using nlohmann::json;
 using pagedllm::test::CommandResult;
 using pagedllm::test::run_pagedllm_env;
@@ -41,19 +43,6 @@ const std::string kNoSchedulerEnv =
     "-u SLURM_ARRAY_TASK_ID -u SLURM_ARRAY_TASK_COUNT -u SLURM_ARRAY_TASK_MIN -u SLURM_ARRAY_TASK_MAX "
     "-u SLURM_ARRAY_TASK_STEP -u JOB_COMPLETION_INDEX";
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("pagedllm_shards_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
 
 // "stem<i>.jsonl" (appended piece by piece: GCC 12 warns about a false overlap in "s" + std::to_string(i)).
 std::string numbered(const std::string& stem, int i) {
@@ -439,7 +428,7 @@ TEST_CASE("batch merge refuses shards of another request file, other settings, a
     std::string names;
     for (const std::string& s : c.shards) names += fs::path(s).filename().string() + " ";
     CAPTURE(names);
-    const std::string output = c.output.empty() ? dir / "out.jsonl" : c.output;
+    const std::string output = c.output.empty() ? (dir / "out.jsonl").string() : c.output;
     if (c.output.empty()) fs::remove(output);  // (a case that wrongly wrote it has failed already)
     const std::string output_before = slurp(output);
     const CommandResult r = merge(output, c.shards);

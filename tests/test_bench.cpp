@@ -18,10 +18,12 @@
 #include "cli/bench_report.h"
 #include "cli/value_lists.h"
 #include "cli_runner.h"
+#include "temp_dir.h"
 #include "common/error.h"
 #include "required_files.h"
 
 namespace fs = std::filesystem;
+using pagedllm::test::TempDir;
 using nlohmann::json;
 using pagedllm::test::run_pagedllm;
 using pagedllm::test::shell_quote;
@@ -32,18 +34,6 @@ const std::string kStories = pagedllm::test::kStoriesPath;
 // Fast, tiny tests: one thread, two repetitions.
 const std::string kQuick = "bench -m " + shell_quote(kStories) + " -t 1 -r 2";
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() /
-           ("pagedllm_bench_" + std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 std::vector<json> json_lines(const std::string& text) {
   std::vector<json> out;

@@ -21,9 +21,11 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.h"
+#include "temp_dir.h"
 #include "required_files.h"
 
 namespace fs = std::filesystem;
+using pagedllm::test::TempDir;
 using nlohmann::json;
 using pagedllm::test::run_pagedllm;
 using pagedllm::test::shell_quote;
@@ -32,19 +34,6 @@ namespace {
 
 const std::string kStories = pagedllm::test::kStoriesPath;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("pagedllm_hardening_" + std::to_string(::getpid()) + "_" +
-                                        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  fs::path operator/(const std::string& name) const { return path / name; }
-};
 
 void write_file(const fs::path& path, const std::string& text) { std::ofstream(path, std::ios::binary) << text; }
 
