@@ -216,25 +216,40 @@ TEST_CASE("matmul equals the double-precision product of the dequantized weights
 }
 
 TEST_CASE("row m of a many-row product is bit-identical to the one-row product of row m") {
-  // Checks the activation-row tiling (tiles of 4 and the 3/2/1 remainders) indexes rows and outputs correctly.
+  // Checks the activation-row tiling (tiles of 4 and the 3/2/1 remainders) indexes rows and outputs correctly, and
+  // that the kernels for many rows (the 32-element formats' interleaved panels) and for one row (decode) agree to
+  // the bit, also across groups of weight rows cut short (N = 9, 27) and activation rows split into L2-sized
+  // chunks (K = 16384: about 60 rows of Q8_0 activations per chunk, M = 67).
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  for (GgmlType type : {GgmlType::F16, GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K,
-                        GgmlType::Q6_K, GgmlType::Q5_K, GgmlType::BF16}) {
-    CAPTURE(type_name(type));
-    const int64_t K = 512, N = 9, M = 11;
-    const auto weights = random_weights(type, N, K, rng);
-    std::vector<float> x(static_cast<size_t>(M * K));
-    for (float& v : x) v = normal(rng);
-    ThreadPool pool(2);
-    MatmulScratch scratch;
-    std::vector<float> all(static_cast<size_t>(M * N));
-    const WeightMatrix w{type, weights.data(), K, N};
-    matmul(w, x.data(), M, all.data(), pool, scratch);
-    for (int64_t m = 0; m < M; ++m) {
-      std::vector<float> one(static_cast<size_t>(N));
-      matmul(w, x.data() + m * K, 1, one.data(), pool, scratch);
-      CHECK(std::memcmp(one.data(), all.data() + m * N, N * sizeof(float)) == 0);
+  struct Shape {
+    int64_t K, N, M;
+  };
+  for (GgmlType type : {GgmlType::F16, GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1,
+                        GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_K, GgmlType::BF16}) {
+    const bool block32 = type_traits(type).block_size == 32 && type != GgmlType::F16 && type != GgmlType::BF16;
+    std::vector<Shape> shapes = {{512, 9, 11}};
+    if (block32) {
+      shapes.push_back({160, 27, 9});
+      shapes.push_back({16384, 11, 67});
+    }
+    for (const Shape& shape : shapes) {
+      CAPTURE(type_name(type));
+      CAPTURE(shape.K);
+      const int64_t K = shape.K, N = shape.N, M = shape.M;
+      const auto weights = random_weights(type, N, K, rng);
+      std::vector<float> x(static_cast<size_t>(M * K));
+      for (float& v : x) v = normal(rng);
+      ThreadPool pool(2);
+      MatmulScratch scratch;
+      std::vector<float> all(static_cast<size_t>(M * N));
+      const WeightMatrix w{type, weights.data(), K, N};
+      matmul(w, x.data(), M, all.data(), pool, scratch);
+      for (int64_t m = 0; m < M; ++m) {
+        std::vector<float> one(static_cast<size_t>(N));
+        matmul(w, x.data() + m * K, 1, one.data(), pool, scratch);
+        CHECK(std::memcmp(one.data(), all.data() + m * N, N * sizeof(float)) == 0);
+      }
     }
   }
 }

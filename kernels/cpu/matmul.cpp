@@ -1,5 +1,7 @@
 #include "kernels/cpu/matmul.h"
 
+#include <algorithm>
+
 #include "common/error.h"
 #include "tensor/activation_quant.h"
 #include "kernels/cpu/matmul_kernels.h"
@@ -41,6 +43,7 @@ struct ActivationBuffers {
   size_t row_bytes;
   float* block_scales;   // [M, K / 32] for Q8_0 / Q8_1, else null
   float* block_sums;     // [M, K / 32] for Q8_1, else null
+  int32_t* block_qsums;  // [M, K / 32] for Q8_0, else null
 };
 
 // Converts activation rows [m_begin, m_end) of x into the weight type's activation format.
@@ -64,9 +67,13 @@ void convert_activations(GgmlType format, const float* x, int64_t n_cols, const 
       case GgmlType::Q8_0: {
         BlockQ8_0* blocks = reinterpret_cast<BlockQ8_0*>(row);  // [K / 32]
         float* scales = buffers.block_scales + m * n_blocks;     // [K / 32]
+        int32_t* qsums = buffers.block_qsums + m * n_blocks;     // [K / 32]
         for (int64_t b = 0; b < n_blocks; ++b) {
           quantize_block_q8_0(source + 32 * b, blocks[b]);
           scales[b] = fp16_to_f32(blocks[b].d);
+          int32_t sum = 0;
+          for (int8_t q : blocks[b].qs) sum += q;
+          qsums[b] = sum;
         }
         break;
       }
@@ -130,10 +137,15 @@ void matmul(const WeightMatrix& w, const float* x, int64_t M, float* y, ThreadPo
       buffers.block_scales = scratch.activation_scales.data();
       buffers.block_sums = scratch.activation_sums.data();
     }
+    if (format == GgmlType::Q8_0) {
+      grow(scratch.activation_block_sums, static_cast<size_t>(M * (n_cols / 32)));
+      buffers.block_qsums = scratch.activation_block_sums.data();
+    }
     problem.activations = buffers.rows;
     problem.activation_row_bytes = buffers.row_bytes;
     problem.activation_scales = buffers.block_scales;
     problem.activation_sums = buffers.block_sums;
+    problem.activation_block_sums = buffers.block_qsums;
     const auto convert_rows = [&](int64_t begin, int64_t end, int) {
       convert_activations(format, x, n_cols, buffers, begin, end);
     };
@@ -146,7 +158,11 @@ void matmul(const WeightMatrix& w, const float* x, int64_t M, float* y, ThreadPo
 
   RowRangeKernel row_kernel = kernel == MatmulKernel::Auto ? matmul_detail::simd_row_kernel(w.type) : nullptr;
   if (row_kernel == nullptr) row_kernel = matmul_detail::scalar_row_kernel(w.type);
-  pool.parallel_for(w.n_rows, [&](int64_t begin, int64_t end, int) { row_kernel(problem, begin, end); });
+  // Threads take whole groups of output rows, so the SIMD kernels' groups of 8 weight rows are never cut.
+  constexpr int64_t kRowsPerItem = 16;
+  pool.parallel_for((w.n_rows + kRowsPerItem - 1) / kRowsPerItem, [&](int64_t begin, int64_t end, int) {
+    row_kernel(problem, begin * kRowsPerItem, std::min(w.n_rows, end * kRowsPerItem));
+  });
 }
 
 void embedding_lookup(const WeightMatrix& w, const int32_t* ids, int64_t n, float* out) {

@@ -20,6 +20,7 @@ struct MatmulScratch {
   std::vector<uint8_t> activations;        // [M, row_bytes(activation_type, K)]
   std::vector<float> activation_scales;    // [M, K / 32] block scales d as f32 (Q8_0 / Q8_1 activations)
   std::vector<float> activation_sums;      // [M, K / 32] block sums s as f32 (Q8_1 activations)
+  std::vector<int32_t> activation_block_sums;  // [M, K / 32] Σ q of each block (Q8_0 activations)
 };
 
 enum class MatmulKernel {

@@ -1,6 +1,7 @@
-// AVX2 tiles for the CPU matmul: integer dot products of 32 weights with 32 activations per instruction pair
-// (one instruction with AVX-VNNI), f32 FMAs for float weights. Each tile computes a weight row (two for float
-// weights) against up to kMaxTileRows activation rows, so a weight block is loaded and unpacked once for all.
+// AVX2 tiles for the CPU matmul of K-quant and float weights: integer dot products of 32 weights with 32
+// activations per instruction pair (one instruction with VNNI), f32 FMAs for float weights. Each tile computes a
+// weight row (two for float weights) against up to kMaxTileRows activation rows, so a weight block is loaded and
+// unpacked once for all. The 32-element block formats have their own kernels (matmul_avx2_block32.cpp).
 // Built empty when the compiler does not target AVX2 (simd_row_kernel then returns nullptr).
 #include "kernels/cpu/matmul_kernels.h"
 
@@ -9,198 +10,12 @@
 
 #include <type_traits>
 
+#include "kernels/cpu/matmul_avx2_common.h"
 #include "tensor/float16.h"
 #include "tensor/quant_blocks.h"
 
 namespace pagedllm::matmul_detail {
 namespace {
-
-// ---------------------------------------------------------------- helpers
-
-float horizontal_sum(__m128 v) {
-  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
-  v = _mm_add_ss(v, _mm_movehdup_ps(v));
-  return _mm_cvtss_f32(v);
-}
-
-float horizontal_sum(__m256 v) {
-  return horizontal_sum(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
-}
-
-// Σ of four adjacent u8·i8 products into each of 8 int32 lanes. Without VNNI the intermediate int16 pair sums
-// cannot saturate here: the unsigned operands are at most 128 (|q| of a Q8_0 weight) and |a| <= 127.
-__m256i dot_u8_i8(__m256i unsigned_bytes, __m256i signed_bytes) {
-#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
-  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), unsigned_bytes, signed_bytes);
-#elif defined(__AVXVNNI__)
-  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), unsigned_bytes, signed_bytes);
-#else
-  return _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_bytes, signed_bytes), _mm256_set1_epi16(1));
-#endif
-}
-
-// 16 bytes of packed nibbles -> 32 bytes: low nibbles (elements 0..15) then high nibbles (elements 16..31).
-__m256i unpack_nibbles(const uint8_t* packed /* [16] */) {
-  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
-}
-
-// Bit j of `bits` -> byte j = 0xFF when set, 0 when clear.
-__m256i spread_bits_to_bytes(uint32_t bits) {
-  // Byte j gets the byte of `bits` that holds bit j (shuffles work per 128-bit lane; the word is in both lanes).
-  const __m256i byte_of_bit = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
-  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), byte_of_bit);
-  // Set every bit except bit (j % 8); the byte is all ones exactly when that bit was set.
-  const __m256i all_but_bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
-  return _mm256_cmpeq_epi8(_mm256_or_si256(spread, all_but_bit), _mm256_set1_epi8(-1));
-}
-
-__m256i load_32_bytes(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-
-// ---------------------------------------------------------------- 32-element blocks
-
-// A weight block made ready for the integer dot product: `magnitude` holds unsigned bytes, `sign` the signs to
-// give the activations (the sign trick turns i8·i8 into the u8·i8 the instruction wants). For the unsigned
-// formats (Q4_1, Q5_1) `sign` is unused.
-struct PreparedBlock {
-  __m256i magnitude;
-  __m256i sign;
-};
-
-struct Q4_0Format {
-  using WeightBlock = BlockQ4_0;
-  using ActivationBlock = BlockQ8_0;
-  static constexpr bool kSigned = true;
-  static constexpr bool kHasMin = false;
-  static PreparedBlock prepare(const BlockQ4_0& w) {
-    const __m256i q = _mm256_sub_epi8(unpack_nibbles(w.qs), _mm256_set1_epi8(8));
-    return {_mm256_sign_epi8(q, q), q};
-  }
-};
-
-struct Q4_1Format {
-  using WeightBlock = BlockQ4_1;
-  using ActivationBlock = BlockQ8_1;
-  static constexpr bool kSigned = false;
-  static constexpr bool kHasMin = true;
-  static PreparedBlock prepare(const BlockQ4_1& w) { return {unpack_nibbles(w.qs), _mm256_setzero_si256()}; }
-};
-
-struct Q5_0Format {
-  using WeightBlock = BlockQ5_0;
-  using ActivationBlock = BlockQ8_0;
-  static constexpr bool kSigned = true;
-  static constexpr bool kHasMin = false;
-  static PreparedBlock prepare(const BlockQ5_0& w) {
-    // q − 16 in two's complement: a clear fifth bit means nibble − 16 = nibble | 0xF0, a set one leaves the nibble.
-    const __m256i high = _mm256_andnot_si256(spread_bits_to_bytes(q5_high_bits(w.qh)), _mm256_set1_epi8(-16));
-    const __m256i q = _mm256_or_si256(unpack_nibbles(w.qs), high);
-    return {_mm256_sign_epi8(q, q), q};
-  }
-};
-
-struct Q5_1Format {
-  using WeightBlock = BlockQ5_1;
-  using ActivationBlock = BlockQ8_1;
-  static constexpr bool kSigned = false;
-  static constexpr bool kHasMin = true;
-  static PreparedBlock prepare(const BlockQ5_1& w) {
-    const __m256i high = _mm256_and_si256(spread_bits_to_bytes(q5_high_bits(w.qh)), _mm256_set1_epi8(16));
-    return {_mm256_or_si256(unpack_nibbles(w.qs), high), _mm256_setzero_si256()};
-  }
-};
-
-struct Q8_0Format {
-  using WeightBlock = BlockQ8_0;
-  using ActivationBlock = BlockQ8_0;
-  static constexpr bool kSigned = true;
-  static constexpr bool kHasMin = false;
-  static PreparedBlock prepare(const BlockQ8_0& w) {
-    const __m256i q = load_32_bytes(w.qs);
-    return {_mm256_sign_epi8(q, q), q};
-  }
-};
-
-// Σ q_w·q_a of one block pair, as 8 int32 partial sums.
-template <typename Format>
-__m256i block_products(const PreparedBlock& w, const typename Format::ActivationBlock& a) {
-  __m256i activations = load_32_bytes(a.qs);
-  if constexpr (Format::kSigned) activations = _mm256_sign_epi8(activations, w.sign);
-  return dot_u8_i8(w.magnitude, activations);
-}
-
-// Four f16 fields (block scales or mins) -> [v0, v1, v2, v3, v0, v1, v2, v3].
-__m256 widen_4_halves_twice(uint16_t v0, uint16_t v1, uint16_t v2, uint16_t v3) {
-  const __m128 four = _mm_cvtph_ps(_mm_setr_epi16(static_cast<short>(v0), static_cast<short>(v1),
-                                                  static_cast<short>(v2), static_cast<short>(v3), 0, 0, 0, 0));
-  return _mm256_set_m128(four, four);
-}
-
-// Σ_b d_w·d_a·(Σ q·a) (+ m_w·s_a for the formats with a min), with the activation scales and sums pre-widened to
-// f32. Blocks go in groups of four: two rounds of hadd fold their integer sums into one vector
-// [b0, b1, b2, b3 | b0, b1, b2, b3] (low and high halves of each block), so one conversion and one FMA against
-// the four scale products serve four blocks, and the FMA chain is a quarter as long.
-template <typename Format>
-struct Block32Tile {
-  static constexpr int kWeightRows = 1;
-  template <int kW, int kRows>
-  static void run(const MatmulProblem& problem, int64_t n, int64_t m, float* out /* [1, kRows] */) {
-    static_assert(kW == 1);
-    using WeightBlock = typename Format::WeightBlock;
-    using ActivationBlock = typename Format::ActivationBlock;
-    const int64_t n_blocks = problem.n_cols / 32;
-    const auto* weights = reinterpret_cast<const WeightBlock*>(problem.weights + n * problem.weight_row_bytes);
-    const ActivationBlock* activations[kRows];  // [kRows][n_blocks]
-    const float* scales[kRows];                 // [kRows][n_blocks]
-    const float* sums[kRows];                   // [kRows][n_blocks]
-    __m256 accumulators[kRows];
-    __m128 min_terms[kRows];
-    for (int r = 0; r < kRows; ++r) {
-      activations[r] = reinterpret_cast<const ActivationBlock*>(problem.activations +
-                                                                 (m + r) * problem.activation_row_bytes);
-      scales[r] = problem.activation_scales + (m + r) * n_blocks;
-      sums[r] = Format::kHasMin ? problem.activation_sums + (m + r) * n_blocks : nullptr;
-      accumulators[r] = _mm256_setzero_ps();
-      min_terms[r] = _mm_setzero_ps();
-    }
-    int64_t b = 0;
-    for (; b + 4 <= n_blocks; b += 4) {
-      const WeightBlock* w = weights + b;
-      const PreparedBlock w0 = Format::prepare(w[0]), w1 = Format::prepare(w[1]), w2 = Format::prepare(w[2]),
-                          w3 = Format::prepare(w[3]);
-      const __m256 weight_scales = widen_4_halves_twice(w[0].d, w[1].d, w[2].d, w[3].d);
-      __m128 weight_mins = _mm_setzero_ps();
-      if constexpr (Format::kHasMin) {
-        weight_mins = _mm256_castps256_ps128(widen_4_halves_twice(w[0].m, w[1].m, w[2].m, w[3].m));
-      }
-      for (int r = 0; r < kRows; ++r) {
-        const ActivationBlock* a = activations[r] + b;
-        const __m256i products = _mm256_hadd_epi32(
-            _mm256_hadd_epi32(block_products<Format>(w0, a[0]), block_products<Format>(w1, a[1])),
-            _mm256_hadd_epi32(block_products<Format>(w2, a[2]), block_products<Format>(w3, a[3])));
-        const __m256 scale =
-            _mm256_mul_ps(weight_scales, _mm256_broadcast_ps(reinterpret_cast<const __m128*>(scales[r] + b)));
-        accumulators[r] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(products), accumulators[r]);
-        if constexpr (Format::kHasMin) min_terms[r] = _mm_fmadd_ps(weight_mins, _mm_loadu_ps(sums[r] + b), min_terms[r]);
-      }
-    }
-    for (; b < n_blocks; ++b) {  // K / 32 not a multiple of 4
-      const PreparedBlock w = Format::prepare(weights[b]);
-      const float weight_scale = fp16_to_f32(weights[b].d);
-      for (int r = 0; r < kRows; ++r) {
-        const __m256 products = _mm256_cvtepi32_ps(block_products<Format>(w, activations[r][b]));
-        accumulators[r] = _mm256_fmadd_ps(_mm256_set1_ps(weight_scale * scales[r][b]), products, accumulators[r]);
-        if constexpr (Format::kHasMin) {
-          min_terms[r] = _mm_add_ss(min_terms[r], _mm_set_ss(fp16_to_f32(weights[b].m) * sums[r][b]));
-        }
-      }
-    }
-    for (int r = 0; r < kRows; ++r) {
-      out[r] = horizontal_sum(accumulators[r]) + horizontal_sum(min_terms[r]);
-    }
-  }
-};
 
 // ---------------------------------------------------------------- K-quants (256-element super-blocks)
 
@@ -418,11 +233,8 @@ RowRangeKernel simd_row_kernel(GgmlType weight_type) {
     case GgmlType::F32: return run_row_range<FloatTile<GgmlType::F32>>;
     case GgmlType::F16: return run_row_range<FloatTile<GgmlType::F16>>;
     case GgmlType::BF16: return run_row_range<FloatTile<GgmlType::BF16>>;
-    case GgmlType::Q4_0: return run_row_range<Block32Tile<Q4_0Format>>;
-    case GgmlType::Q4_1: return run_row_range<Block32Tile<Q4_1Format>>;
-    case GgmlType::Q5_0: return run_row_range<Block32Tile<Q5_0Format>>;
-    case GgmlType::Q5_1: return run_row_range<Block32Tile<Q5_1Format>>;
-    case GgmlType::Q8_0: return run_row_range<Block32Tile<Q8_0Format>>;
+    case GgmlType::Q4_0: case GgmlType::Q4_1: case GgmlType::Q5_0: case GgmlType::Q5_1: case GgmlType::Q8_0:
+      return simd_block32_row_kernel(weight_type);
     case GgmlType::Q4_K: return run_row_range<Q4KTile<false>>;
     case GgmlType::Q5_K: return run_row_range<Q4KTile<true>>;
     case GgmlType::Q6_K: return run_row_range<Q6KTile>;

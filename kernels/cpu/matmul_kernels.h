@@ -18,6 +18,7 @@ struct MatmulProblem {
   size_t activation_row_bytes;
   const float* activation_scales;  // [M, K / 32] (Q8_0 / Q8_1 activations, else null)
   const float* activation_sums;    // [M, K / 32] (Q8_1 activations, else null)
+  const int32_t* activation_block_sums;  // [M, K / 32] Σ q of each block (Q8_0 activations, else null)
   int64_t n_activation_rows;       // M
   float* output;                   // [M, N]
 };
@@ -29,6 +30,8 @@ using RowRangeKernel = void (*)(const MatmulProblem& problem, int64_t n_begin, i
 RowRangeKernel scalar_row_kernel(GgmlType weight_type);
 // nullptr when this build has no SIMD kernel for the type.
 RowRangeKernel simd_row_kernel(GgmlType weight_type);
+// The SIMD kernels of the 32-element block formats (matmul_avx2_block32.cpp); nullptr for other types.
+RowRangeKernel simd_block32_row_kernel(GgmlType weight_type);
 const char* simd_name();
 
 // Activation rows a kernel sweeps per weight row before moving on: the chunk stays in L2 (about 1 MiB) while each

@@ -1,0 +1,65 @@
+#pragma once
+// Internal to the AVX2 matmul kernels (matmul_avx2.cpp, matmul_avx2_block32.cpp): loads, horizontal sums, the
+// u8·i8 dot product and the unpacking of packed quants. Only included where the compiler targets AVX2.
+#include <immintrin.h>
+
+#include <cstdint>
+
+namespace pagedllm::matmul_detail {
+
+// Whether the integer dot product is one instruction (AVX-512 VNNI or AVX-VNNI) with 32-bit accumulation, so no
+// intermediate sum can saturate whatever the unsigned operand.
+#if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
+inline constexpr bool kHasVnni = true;
+#else
+inline constexpr bool kHasVnni = false;
+#endif
+
+inline float horizontal_sum(__m128 v) {
+  v = _mm_add_ps(v, _mm_movehl_ps(v, v));
+  v = _mm_add_ss(v, _mm_movehdup_ps(v));
+  return _mm_cvtss_f32(v);
+}
+
+inline float horizontal_sum(__m256 v) {
+  return horizontal_sum(_mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)));
+}
+
+inline __m256i load_32_bytes(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
+
+// accumulator + Σ of four adjacent u8·i8 products in each of 8 int32 lanes. Without VNNI, maddubs first forms
+// int16 pair sums, which saturate unless 2 · max(unsigned) · 128 <= 32767: callers keep the unsigned operand at
+// most 127 there.
+inline __m256i accumulate_u8_i8(__m256i accumulator, __m256i unsigned_bytes, __m256i signed_bytes) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(accumulator, unsigned_bytes, signed_bytes);
+#elif defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(accumulator, unsigned_bytes, signed_bytes);
+#else
+  return _mm256_add_epi32(accumulator,
+                          _mm256_madd_epi16(_mm256_maddubs_epi16(unsigned_bytes, signed_bytes), _mm256_set1_epi16(1)));
+#endif
+}
+
+inline __m256i dot_u8_i8(__m256i unsigned_bytes, __m256i signed_bytes) {
+  return accumulate_u8_i8(_mm256_setzero_si256(), unsigned_bytes, signed_bytes);
+}
+
+// 16 bytes of packed nibbles -> 32 bytes: low nibbles (elements 0..15) then high nibbles (elements 16..31).
+inline __m256i unpack_nibbles(const uint8_t* packed /* [16] */) {
+  const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));
+  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes);
+  return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+// Bit j of `bits` -> byte j = 0xFF when set, 0 when clear.
+inline __m256i spread_bits_to_bytes(uint32_t bits) {
+  // Byte j gets the byte of `bits` that holds bit j (shuffles work per 128-bit lane; the word is in both lanes).
+  const __m256i byte_of_bit = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)), byte_of_bit);
+  // Set every bit except bit (j % 8); the byte is all ones exactly when that bit was set.
+  const __m256i all_but_bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
+  return _mm256_cmpeq_epi8(_mm256_or_si256(spread, all_but_bit), _mm256_set1_epi8(-1));
+}
+
+}  // namespace pagedllm::matmul_detail
