@@ -219,7 +219,7 @@ TEST_CASE("row m of a many-row product is bit-identical to the one-row product o
   // Checks the activation-row tiling (tiles of 4 and the 3/2/1 remainders) indexes rows and outputs correctly, and
   // that the kernels for many rows (the 32-element formats' interleaved panels) and for one row (decode) agree to
   // the bit, also across groups of weight rows cut short (N = 9, 27) and activation rows split into L2-sized
-  // chunks (K = 16384: about 60 rows of Q8_0 activations per chunk, M = 67).
+  // chunks (K = 16384: about 60 rows of Q8_0 or Q8_K activations per chunk, M = 67).
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   struct Shape {
@@ -227,10 +227,10 @@ TEST_CASE("row m of a many-row product is bit-identical to the one-row product o
   };
   for (GgmlType type : {GgmlType::F16, GgmlType::Q4_1, GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q5_1,
                         GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_K, GgmlType::BF16}) {
-    const bool block32 = type_traits(type).block_size == 32 && type != GgmlType::F16 && type != GgmlType::BF16;
+    const bool float_weights = type == GgmlType::F16 || type == GgmlType::BF16;
     std::vector<Shape> shapes = {{512, 9, 11}};
-    if (block32) {
-      shapes.push_back({160, 27, 9});
+    if (!float_weights) {
+      shapes.push_back({type_traits(type).block_size == 32 ? int64_t{160} : int64_t{768}, 27, 9});
       shapes.push_back({16384, 11, 67});
     }
     for (const Shape& shape : shapes) {

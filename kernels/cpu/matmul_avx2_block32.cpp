@@ -100,17 +100,6 @@ struct ActivationRow {
   }
 };
 
-// Lanes 0..n_valid-1 of `values` to out[0..n_valid-1].
-void store_rows(float* out, __m256 values, int n_valid) {
-  if (n_valid == 8) {
-    _mm256_storeu_ps(out, values);
-    return;
-  }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, values);
-  std::copy_n(lanes, n_valid, out);
-}
-
 // acc (lane j: weight row j) after block b; raw_products lane j = Σ raw_w·q_a of row j. Both kernels end every
 // block here, which is what makes their results identical.
 template <typename Format>
@@ -125,33 +114,7 @@ __m256 add_block(__m256 acc, __m256i raw_products, const ActivationRow<Format>& 
   return acc;
 }
 
-// Activation rows [begin, end) in tiles of up to 4 rows: tile(m, std::integral_constant<int, R>).
-template <typename TileFn>
-void for_each_tile(int64_t begin, int64_t end, TileFn&& tile) {
-  int64_t m = begin;
-  for (; m + 4 <= end; m += 4) tile(m, std::integral_constant<int, 4>{});
-  switch (end - m) {
-    case 3: tile(m, std::integral_constant<int, 3>{}); break;
-    case 2: tile(m, std::integral_constant<int, 2>{}); break;
-    case 1: tile(m, std::integral_constant<int, 1>{}); break;
-    default: break;
-  }
-}
-
 // ---------------------------------------------------------------- the row kernel (few activation rows)
-
-// Lane j of the result: the sum of the 8 lanes of v[j].
-__m256i sum_lanes_of_each(const __m256i v[8]) {
-  const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]);    // per 128-bit half: pair sums of v0, v1
-  const __m256i h23 = _mm256_hadd_epi32(v[2], v[3]);
-  const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]);
-  const __m256i h67 = _mm256_hadd_epi32(v[6], v[7]);
-  const __m256i h0123 = _mm256_hadd_epi32(h01, h23);  // [v0..v3 over lanes 0-3 | v0..v3 over lanes 4-7]
-  const __m256i h4567 = _mm256_hadd_epi32(h45, h67);
-  const __m256i low = _mm256_permute2x128_si256(h0123, h4567, 0x20);   // lanes 0-3 of v0..v7
-  const __m256i high = _mm256_permute2x128_si256(h0123, h4567, 0x31);  // lanes 4-7 of v0..v7
-  return _mm256_add_epi32(low, high);
-}
 
 // The f16 field of block b of 8 weight rows, as f32 lanes.
 template <typename WeightBlock, typename Field>
@@ -223,12 +186,6 @@ void build_panel(const MatmulProblem& problem, int64_t n, int n_valid, PanelBloc
   }
 }
 
-__m256i broadcast_4_bytes(const int8_t* p) {
-  int32_t word;
-  std::memcpy(&word, p, 4);
-  return _mm256_set1_epi32(word);
-}
-
 template <typename Format, int kRows>
 void panel_tile(const MatmulProblem& problem, const PanelBlock* panel, int64_t n, int n_valid, int64_t m) {
   const int64_t n_blocks = problem.n_cols / 32;
@@ -258,10 +215,6 @@ void panel_tile(const MatmulProblem& problem, const PanelBlock* panel, int64_t n
   }
   for (int r = 0; r < kRows; ++r) store_rows(problem.output + (m + r) * problem.n_rows + n, acc[r], n_valid);
 }
-
-// From this many activation rows on, building a panel (an unpack and an interleave per weight block) pays for
-// itself; below it the row kernel unpacks each block once for all rows. Both give the same bits.
-constexpr int64_t kPanelMinRows = 8;
 
 template <typename Format>
 void block32_row_range(const MatmulProblem& problem, int64_t n_begin, int64_t n_end) {

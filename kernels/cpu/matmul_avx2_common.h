@@ -3,7 +3,10 @@
 // u8·i8 dot product and the unpacking of packed quants. Only included where the compiler targets AVX2.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 namespace pagedllm::matmul_detail {
 
@@ -60,6 +63,57 @@ inline __m256i spread_bits_to_bytes(uint32_t bits) {
   // Set every bit except bit (j % 8); the byte is all ones exactly when that bit was set.
   const __m256i all_but_bit = _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe);
   return _mm256_cmpeq_epi8(_mm256_or_si256(spread, all_but_bit), _mm256_set1_epi8(-1));
+}
+
+// ---------------------------------------------------------------- shared by the row and panel kernels
+
+// From this many activation rows on, the kernels of the block formats build a panel of interleaved weight rows (an
+// unpack and an interleave per weight block, paid once for all activation rows); below it their row kernels unpack
+// each block once per activation row. Both give the same bits.
+inline constexpr int64_t kPanelMinRows = 8;
+
+// Lanes 0..n_valid-1 of `values` to out[0..n_valid-1].
+inline void store_rows(float* out, __m256 values, int n_valid) {
+  if (n_valid == 8) {
+    _mm256_storeu_ps(out, values);
+    return;
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, values);
+  std::copy_n(lanes, n_valid, out);
+}
+
+// Activation rows [begin, end) in tiles of up to 4 rows: tile(m, std::integral_constant<int, R>).
+template <typename TileFn>
+void for_each_tile(int64_t begin, int64_t end, TileFn&& tile) {
+  int64_t m = begin;
+  for (; m + 4 <= end; m += 4) tile(m, std::integral_constant<int, 4>{});
+  switch (end - m) {
+    case 3: tile(m, std::integral_constant<int, 3>{}); break;
+    case 2: tile(m, std::integral_constant<int, 2>{}); break;
+    case 1: tile(m, std::integral_constant<int, 1>{}); break;
+    default: break;
+  }
+}
+
+// Lane j of the result: the sum of the 8 lanes of v[j].
+inline __m256i sum_lanes_of_each(const __m256i v[8]) {
+  const __m256i h01 = _mm256_hadd_epi32(v[0], v[1]);    // per 128-bit half: pair sums of v0, v1
+  const __m256i h23 = _mm256_hadd_epi32(v[2], v[3]);
+  const __m256i h45 = _mm256_hadd_epi32(v[4], v[5]);
+  const __m256i h67 = _mm256_hadd_epi32(v[6], v[7]);
+  const __m256i h0123 = _mm256_hadd_epi32(h01, h23);  // [v0..v3 over lanes 0-3 | v0..v3 over lanes 4-7]
+  const __m256i h4567 = _mm256_hadd_epi32(h45, h67);
+  const __m256i low = _mm256_permute2x128_si256(h0123, h4567, 0x20);   // lanes 0-3 of v0..v7
+  const __m256i high = _mm256_permute2x128_si256(h0123, h4567, 0x31);  // lanes 4-7 of v0..v7
+  return _mm256_add_epi32(low, high);
+}
+
+
+inline __m256i broadcast_4_bytes(const int8_t* p) {
+  int32_t word;
+  std::memcpy(&word, p, 4);
+  return _mm256_set1_epi32(word);
 }
 
 }  // namespace pagedllm::matmul_detail

@@ -32,6 +32,8 @@ RowRangeKernel scalar_row_kernel(GgmlType weight_type);
 RowRangeKernel simd_row_kernel(GgmlType weight_type);
 // The SIMD kernels of the 32-element block formats (matmul_avx2_block32.cpp); nullptr for other types.
 RowRangeKernel simd_block32_row_kernel(GgmlType weight_type);
+// The SIMD kernels of Q4_K, Q5_K and Q6_K (matmul_avx2_kquants.cpp); nullptr for other types.
+RowRangeKernel simd_kquant_row_kernel(GgmlType weight_type);
 const char* simd_name();
 
 // Activation rows a kernel sweeps per weight row before moving on: the chunk stays in L2 (about 1 MiB) while each
