@@ -247,6 +247,7 @@ void block32_row_range(const MatmulProblem& problem, int64_t n_begin, int64_t n_
   }
 }
 
+#if !PAGEDLLM_MATMUL_HAS_VNNI
 // ---------------------------------------------------------------- Q8_0 without VNNI
 
 // Q8_0 raw bytes reach 255, which maddubs would saturate; without VNNI, Q8_0 weights keep the sign trick: |q_w| as
@@ -302,6 +303,8 @@ struct SignedQ8Tile {
   }
 };
 
+#endif  // no VNNI
+
 }  // namespace
 
 RowRangeKernel simd_block32_row_kernel(GgmlType weight_type) {
@@ -311,11 +314,11 @@ RowRangeKernel simd_block32_row_kernel(GgmlType weight_type) {
     case GgmlType::Q5_0: return block32_row_range<Q5_0Raw>;
     case GgmlType::Q5_1: return block32_row_range<Q5_1Raw>;
     case GgmlType::Q8_0:
-      if constexpr (kHasVnni) {
-        return block32_row_range<Q8_0Raw>;
-      } else {
-        return run_row_range<SignedQ8Tile>;
-      }
+#if PAGEDLLM_MATMUL_HAS_VNNI
+      return block32_row_range<Q8_0Raw>;
+#else
+      return run_row_range<SignedQ8Tile>;
+#endif
     default: return nullptr;
   }
 }

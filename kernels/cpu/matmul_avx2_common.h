@@ -13,9 +13,9 @@ namespace pagedllm::matmul_detail {
 // Whether the integer dot product is one instruction (AVX-512 VNNI or AVX-VNNI) with 32-bit accumulation, so no
 // intermediate sum can saturate whatever the unsigned operand.
 #if (defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__)
-inline constexpr bool kHasVnni = true;
+#define PAGEDLLM_MATMUL_HAS_VNNI 1
 #else
-inline constexpr bool kHasVnni = false;
+#define PAGEDLLM_MATMUL_HAS_VNNI 0
 #endif
 
 inline float horizontal_sum(__m128 v) {
