@@ -65,10 +65,12 @@ constexpr uint64_t kDefaultKvBudgetCap = 256ull << 20;
 // Turns request lines into token ids: plain prompts directly, conversations through the chat template.
 class PromptBuilder {
  public:
-  // requested_template: a built-in template name, or "" for the model's own (chatml when it has none or the
-  // interpreter cannot run it).
-  PromptBuilder(const Tokenizer& tokenizer, bool add_bos, std::string requested_template)
-      : tokenizer_(tokenizer), add_bos_(add_bos), requested_template_(std::move(requested_template)) {}
+  // requested_template: a built-in template name, or "" for the model's own (the family's fallback_template when
+  // it has none or the interpreter cannot run it).
+  PromptBuilder(const Tokenizer& tokenizer, bool add_bos, std::string requested_template,
+                std::string_view fallback_template)
+      : tokenizer_(tokenizer), add_bos_(add_bos), requested_template_(std::move(requested_template)),
+        fallback_template_(fallback_template) {}
 
   // Throws pagedllm::Error when the conversation cannot be rendered.
   std::vector<int32_t> tokens(const RequestLine& line) {
@@ -81,7 +83,8 @@ class PromptBuilder {
   // Chosen and parsed once, at the first conversation (a file of plain prompts never needs one).
   const ChatTemplate& chat_template() {
     if (!template_) {
-      const ChosenChatTemplate chosen = choose_chat_template(requested_template_, tokenizer_.chat_template());
+      const ChosenChatTemplate chosen = choose_chat_template(requested_template_, tokenizer_.chat_template(),
+                                                                fallback_template_);
       if (!chosen.notice.empty()) fmt::print(stderr, "notice: {}\n", chosen.notice);
       template_ = std::make_unique<ChatTemplate>(chosen.source);
     }
@@ -91,6 +94,7 @@ class PromptBuilder {
   const Tokenizer& tokenizer_;
   bool add_bos_;
   std::string requested_template_;
+  std::string_view fallback_template_;  // the model family's built-in template
   std::unique_ptr<ChatTemplate> template_;
 };
 
@@ -436,7 +440,7 @@ void run_batch(const BatchOptions& o) {
   Scheduler scheduler(runner, &tokenizer, scheduler_config);
 
   const auto start = Clock::now();
-  PromptBuilder prompts(tokenizer, !o.no_bos, o.chat_template);
+  PromptBuilder prompts(tokenizer, !o.no_bos, o.chat_template, model->config.traits->fallback_chat_template);
   for (size_t i : to_generate) {
     const RequestLine& line = lines[i];
     GenerationRequest request;

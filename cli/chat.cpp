@@ -366,8 +366,9 @@ std::vector<ChatMessage> load_conversation(const std::string& path) {
 
 // ------------------------------------------------------------------------------------------------ template
 
-ChosenChatTemplate choose_template(const ChatOptions& o, const Tokenizer& tokenizer, const Style& style) {
-  ChosenChatTemplate chosen = choose_chat_template(o.chat_template, tokenizer.chat_template());
+ChosenChatTemplate choose_template(const ChatOptions& o, const Model& model, const Style& style) {
+  ChosenChatTemplate chosen = choose_chat_template(o.chat_template, model.tokenizer->chat_template(),
+                                                   model.config.traits->fallback_chat_template);
   if (!chosen.notice.empty()) print_notice(style, chosen.notice);
   return chosen;
 }
@@ -543,7 +544,7 @@ void run_chat(const ChatOptions& o) {
   const std::string model_path = o.generation.model_path.empty() ? default_model_path() : o.generation.model_path;
   auto model = Model::load(model_path);
   const Tokenizer& tokenizer = *model->tokenizer;
-  const ChosenChatTemplate chosen = choose_template(o, tokenizer, style);
+  const ChosenChatTemplate chosen = choose_template(o, *model, style);
 
   ModelRunner runner(*model, runner_config);
   SchedulerConfig scheduler_config;

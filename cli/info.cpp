@@ -63,7 +63,8 @@ nlohmann::json config_to_json(const ModelConfig& c) {
           {"rope_freq_base", c.rope_freq_base}, {"rope_freq_scale", c.rope_freq_scale},
           {"rope_scaling", c.rope_scaling == RopeScaling::None ? "none"
                            : c.rope_scaling == RopeScaling::Linear ? "linear" : "yarn"},
-          {"rope_freqs", c.has_rope_freqs}, {"rms_eps", c.rms_eps}, {"tied_embeddings", c.tied_embeddings}};
+          {"rope_freqs", c.has_rope_freqs}, {"rms_eps", c.rms_eps}, {"tied_embeddings", c.tied_embeddings},
+          {"qkv_bias", c.has_qkv_bias}, {"qk_norm", c.has_qk_norm}};
 }
 
 void print_devices(bool as_json) {
@@ -183,6 +184,8 @@ void run_info(const InfoOptions& options) {
                c.rope_scaling == RopeScaling::None ? "none" : c.rope_scaling == RopeScaling::Linear ? "linear" : "yarn",
                c.rope_scaling == RopeScaling::None ? "" : fmt::format(" (freq_scale {})", c.rope_freq_scale),
                c.has_rope_freqs ? ", rope_freqs factors" : "");
+    fmt::print("  attention: q/k/v bias {}, per-head q/k RMSNorm {}\n", c.has_qkv_bias ? "yes" : "no",
+               c.has_qk_norm ? "yes (before RoPE)" : "no");
     fmt::print("  embeddings: {}\n", c.tied_embeddings ? "tied (output uses token_embd.weight)" : "separate output.weight");
     fmt::print("  KV cache: {} per token (F16)\n", human_bytes(static_cast<uint64_t>(c.kv_bytes_per_token(2))));
   } else {

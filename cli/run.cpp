@@ -103,7 +103,8 @@ void run_generation(const RunOptions& o) {
   std::vector<int32_t> prompt_tokens;
   if (o.chat) {
     // One user turn (after an optional system prompt) rendered through the model's template, ready for the answer.
-    const ChosenChatTemplate chosen = choose_chat_template(o.chat_template, tokenizer.chat_template());
+    const ChosenChatTemplate chosen = choose_chat_template(o.chat_template, tokenizer.chat_template(),
+                                                                model->config.traits->fallback_chat_template);
     if (!chosen.notice.empty()) fmt::print(stderr, "notice: {}\n", chosen.notice);
     nlohmann::ordered_json messages = nlohmann::ordered_json::array();
     if (!o.system_prompt.empty()) messages.push_back({{"role", "system"}, {"content", o.system_prompt}});

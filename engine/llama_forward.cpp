@@ -26,6 +26,7 @@ WeightSet forward_weight_set(const ModelConfig& c, const LlamaWeights& w) {
     if (data != nullptr) set.vectors.push_back({data, size});
   };
   vector(w.output_norm, c.n_embd);
+  vector(w.output_bias, c.n_vocab);
   vector(w.rope_freqs, c.n_rot / 2);
   for (const LlamaLayerWeights& l : w.layers) {
     for (const WeightMatrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up,
@@ -38,6 +39,8 @@ WeightSet forward_weight_set(const ModelConfig& c, const LlamaWeights& w) {
     vector(l.bias_k, c.kv_dim());
     vector(l.bias_v, c.kv_dim());
     vector(l.bias_output, c.n_embd);
+    vector(l.attn_q_norm, c.head_dim);
+    vector(l.attn_k_norm, c.head_dim);
   }
   return set;
 }
@@ -103,6 +106,10 @@ const float* llama_forward(Backend& backend, const ModelConfig& c, const LlamaWe
     if (l.bias_q != nullptr) backend.add_bias(q, l.bias_q, n, c.q_dim());
     if (l.bias_k != nullptr) backend.add_bias(k, l.bias_k, n, c.kv_dim());
     if (l.bias_v != nullptr) backend.add_bias(v, l.bias_v, n, c.kv_dim());
+    // qwen3: each head of q and k is RMS-normalized on its own before RoPE, so the norm runs over rows of head_dim
+    // (q as [n * n_head, head_dim], k as [n * n_head_kv, head_dim]), in place. v is not normalized.
+    if (l.attn_q_norm != nullptr) backend.rms_norm(q, l.attn_q_norm, q, n * c.n_head, c.head_dim, c.rms_eps);
+    if (l.attn_k_norm != nullptr) backend.rms_norm(k, l.attn_k_norm, k, n * c.n_head_kv, c.head_dim, c.rms_eps);
     backend.rope(q, k, attention.n_head, attention.n_head_kv, attention.head_dim, rope, w.rope_freqs);
     backend.write_kv(layer, k, v);
     backend.attention(layer, q, attn, attention);
@@ -132,6 +139,7 @@ const float* llama_forward(Backend& backend, const ModelConfig& c, const LlamaWe
   backend.rms_norm_logit_rows(x, w.output_norm, final_rows, n_embd, c.rms_eps);
   const WeightMatrix* vocabulary[] = {&w.output};
   backend.matmul(vocabulary, final_rows, n_logits, std::span<float* const>(&logit_rows, 1));
+  if (w.output_bias != nullptr) backend.add_bias(logit_rows, w.output_bias, n_logits, c.n_vocab);
   if (host_logits != nullptr) backend.read_to_host(logit_rows, n_logits * c.n_vocab, host_logits);
   return logit_rows;
 }

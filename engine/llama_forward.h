@@ -1,6 +1,7 @@
 #pragma once
-// The llama forward, written once against the operations contract (kernels/backend.h): the same layer loop runs on
-// the CPU and on a GPU, and a new model family is a new function beside this one.
+// The decoder forward, written once against the operations contract (kernels/backend.h): the same layer loop runs on
+// the CPU and on a GPU for every supported family (llama, qwen2, qwen3). A family's differences arrive as data: the
+// RoPE layout in the config, optional biases and q/k norm gains in the weights (null when the file has none).
 #include <cstdint>
 
 #include "kernels/backend.h"

@@ -139,6 +139,7 @@ class Backend {
   // out[i] = row tokens[i] of `table`, dequantized. out: [n_tokens, table.n_cols].
   virtual void embed(const WeightMatrix& table, float* out) = 0;
   // out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * gain, the sum of squares in double. x, out: [n_rows, n]; gain: [n].
+  // out may be x (in place): the per-head q/k norm normalizes [n_tokens * n_head, head_dim] rows where they are.
   virtual void rms_norm(const float* x, const float* gain, float* out, int64_t n_rows, int64_t n, float eps) = 0;
   // The residual add and the next norm: x += delta, then out = rms_norm(x) * gain. x, delta, out: [n_rows, n].
   virtual void add_rms_norm(float* x, const float* delta, const float* gain, float* out, int64_t n_rows, int64_t n,

@@ -12,7 +12,16 @@
 namespace pagedllm {
 namespace {
 
-constexpr const char* kSupportedArchitectures = "llama";
+// The supported families, each checked against llama.cpp on a synthetic model of its exact layout
+// (tests/golden/*-synthetic.json). Qwen2 and Qwen2.5 files carry q/k/v biases; llama.cpp's loader accepts a qwen2
+// file without them, so they are required by none. Every family falls back to ChatML, as llama.cpp does for a file
+// without a template.
+constexpr ArchitectureTraits kArchitectures[] = {
+    // name    rope layout        qkv bias required  qk norm  rope_freqs  fallback template
+    {"llama", RopeLayout::Norm, false, false, true, "chatml"},
+    {"qwen2", RopeLayout::Neox, false, false, false, "chatml"},
+    {"qwen3", RopeLayout::Neox, false, true, false, "chatml"},
+};
 
 // Per-layer arrays (a GGUF may store a hyper-parameter once per layer) are accepted when every layer has the same value, since this engine keeps
 // one shape for all layers.
@@ -52,14 +61,31 @@ float checked_float(const GgufFile& file, const std::string& key, double value, 
 
 }  // namespace
 
+const ArchitectureTraits* find_architecture(std::string_view architecture) {
+  for (const ArchitectureTraits& traits : kArchitectures) {
+    if (traits.name == architecture) return &traits;
+  }
+  return nullptr;
+}
+
+std::string supported_architecture_list() {
+  std::string list;
+  for (const ArchitectureTraits& traits : kArchitectures) {
+    if (!list.empty()) list += ", ";
+    list += traits.name;
+  }
+  return list;
+}
+
 ModelConfig read_model_config(const GgufFile& file) {
   ModelConfig c;
   const std::string& path = file.path();
   auto arch = file.find_string("general.architecture");
   if (!arch) fail("{}: metadata key 'general.architecture' is missing", path);
   c.architecture = *arch;
-  if (c.architecture != "llama") {
-    fail("{}: unsupported architecture '{}' (supported: {})", path, c.architecture, kSupportedArchitectures);
+  c.traits = find_architecture(c.architecture);
+  if (c.traits == nullptr) {
+    fail("{}: unsupported architecture '{}' (supported: {})", path, c.architecture, supported_architecture_list());
   }
   const std::string p = c.architecture + ".";
   c.name = file.find_string("general.name").value_or("");
@@ -97,14 +123,15 @@ ModelConfig read_model_config(const GgufFile& file) {
   }
   if (c.n_ctx_train > INT32_MAX) fail("{}: {}context_length is {} (at most {})", path, p, c.n_ctx_train, INT32_MAX);
   c.n_rot = static_cast<int64_t>(file.find_uint(p + "rope.dimension_count").value_or(c.head_dim));
-  if (c.n_rot != c.head_dim) fail("{}: rope.dimension_count {} must equal head_dim {} for llama", path, c.n_rot,
-                                  c.head_dim);
+  if (c.n_rot != c.head_dim) {
+    fail("{}: rope.dimension_count {} must equal head_dim {} for {}", path, c.n_rot, c.head_dim, c.architecture);
+  }
   auto eps = file.find_float(p + "attention.layer_norm_rms_epsilon");
   if (!eps) fail("{}: required metadata key '{}attention.layer_norm_rms_epsilon' is missing", path, p);
   c.rms_eps = checked_float(file, p + "attention.layer_norm_rms_epsilon", *eps, false);
   c.rope_freq_base = checked_float(file, p + "rope.freq_base", file.find_float(p + "rope.freq_base").value_or(10000.0),
                                    false);
-  c.rope_layout = RopeLayout::Norm;  // llama GGUFs have Q/K rows permuted for the NORM layout, the order llama.cpp's converter writes them in
+  c.rope_layout = c.traits->rope_layout;
 
   const std::string scaling = file.find_string(p + "rope.scaling.type").value_or("linear");
   std::string factor_key = p + "rope.scaling.factor";
@@ -133,7 +160,7 @@ ModelConfig read_model_config(const GgufFile& file) {
       static_cast<int64_t>(file.find_uint(p + "rope.scaling.original_context_length").value_or(c.n_ctx_train));
 
   if (file.find_uint(p + "expert_count").value_or(0) > 0) {
-    fail("{}: mixture-of-experts llama models are not supported", path);
+    fail("{}: mixture-of-experts {} models are not supported", path, c.architecture);
   }
 
   const GgufTensorInfo* embd = file.find_tensor("token_embd.weight");
@@ -145,7 +172,9 @@ ModelConfig read_model_config(const GgufFile& file) {
   }
   c.n_vocab = embd->ne[1];
   c.tied_embeddings = file.find_tensor("output.weight") == nullptr;
-  c.has_rope_freqs = file.find_tensor("rope_freqs.weight") != nullptr;
+  c.has_rope_freqs = c.traits->rope_freqs && file.find_tensor("rope_freqs.weight") != nullptr;
+  c.has_qkv_bias = file.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c.has_qk_norm = c.traits->qk_norm;
   return c;
 }
 

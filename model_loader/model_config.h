@@ -1,8 +1,10 @@
 #pragma once
-// Hyper-parameters of a `llama`-architecture model, read from GGUF metadata with llama.cpp's defaults
-// for absent keys. Everything the forward pass needs to know about the shape lives here.
+// Hyper-parameters of a model, read from GGUF metadata with llama.cpp's defaults for absent keys. Everything the
+// forward pass needs to know about the shape lives here. The supported architectures (families) are one table,
+// `architecture_traits`: what sets one family apart from another is written there and nowhere else.
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 namespace pagedllm {
 
@@ -11,8 +13,25 @@ class GgufFile;
 enum class RopeLayout { Norm, Neox };  // Norm: pairs (2i, 2i+1); Neox: pairs (i, i + n_rot/2)
 enum class RopeScaling { None, Linear, Yarn };
 
+// What one supported architecture (`general.architecture`) adds to the shared decoder: every family is a pre-norm
+// transformer with RMSNorm, RoPE, grouped-query attention and a SwiGLU feed-forward, run by the one forward.
+struct ArchitectureTraits {
+  std::string_view name;        // "llama", "qwen2", "qwen3"
+  RopeLayout rope_layout;       // llama's converter permutes Q/K rows for Norm; the others keep the native Neox order
+  bool qkv_bias_required;       // blk.N.attn_{q,k,v}.bias must be present (otherwise they are optional)
+  bool qk_norm;                 // blk.N.attn_{q,k}_norm.weight [head_dim]: RMSNorm of each head before RoPE
+  bool rope_freqs;              // rope_freqs.weight (Llama 3 frequency factors) is read when present
+  std::string_view fallback_chat_template;  // built-in template used when the file has none (or an unusable one)
+};
+
+// The traits of `architecture`, or nullptr when it is not supported.
+const ArchitectureTraits* find_architecture(std::string_view architecture);
+// "llama, qwen2, qwen3": the supported architectures, for messages and help texts.
+std::string supported_architecture_list();
+
 struct ModelConfig {
-  std::string architecture;  // "llama"
+  std::string architecture;  // "llama", "qwen2" or "qwen3"
+  const ArchitectureTraits* traits = nullptr;  // of `architecture`; never null once read
   std::string name;          // general.name, informational
   int64_t n_vocab = 0;       // rows of token_embd.weight
   int64_t n_embd = 0;
@@ -32,6 +51,8 @@ struct ModelConfig {
   int64_t rope_original_context = 0;  // YaRN
   bool has_rope_freqs = false;        // rope_freqs.weight (Llama 3 frequency factors)
   bool tied_embeddings = false;       // output.weight absent
+  bool has_qkv_bias = false;          // blk.0.attn_q.bias present (then every layer has q, k and v biases)
+  bool has_qk_norm = false;           // per-head q/k RMSNorm (qwen3)
 
   int64_t n_gqa() const { return n_head / n_head_kv; }
   int64_t kv_dim() const { return n_head_kv * head_dim; }   // elements of K (or V) per token per layer

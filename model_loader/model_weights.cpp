@@ -67,7 +67,8 @@ LlamaWeights load_llama_weights(const GgufFile& file, const ModelConfig& c) {
   w.token_embd = bind.matrix("token_embd.weight", c.n_embd, c.n_vocab);
   w.output = c.tied_embeddings ? w.token_embd : bind.matrix("output.weight", c.n_embd, c.n_vocab);
   w.output_norm = bind.vector("output_norm.weight", c.n_embd, true);
-  w.rope_freqs = bind.vector("rope_freqs.weight", c.n_rot / 2, false);
+  w.output_bias = bind.vector("output.bias", c.n_vocab, false);
+  if (c.traits->rope_freqs) w.rope_freqs = bind.vector("rope_freqs.weight", c.n_rot / 2, false);
   w.matrix_bytes = weight_matrix_bytes(w.token_embd) + (c.tied_embeddings ? 0 : weight_matrix_bytes(w.output));
   w.bytes_per_step += weight_matrix_bytes(w.output);
   w.layers.resize(static_cast<size_t>(c.n_layer));
@@ -79,9 +80,14 @@ LlamaWeights load_llama_weights(const GgufFile& file, const ModelConfig& c) {
     l.attn_k = bind.matrix(p + "attn_k.weight", c.n_embd, c.kv_dim());
     l.attn_v = bind.matrix(p + "attn_v.weight", c.n_embd, c.kv_dim());
     l.attn_output = bind.matrix(p + "attn_output.weight", c.q_dim(), c.n_embd);
-    l.bias_q = bind.vector(p + "attn_q.bias", c.q_dim(), false);
-    l.bias_k = bind.vector(p + "attn_k.bias", c.kv_dim(), false);
-    l.bias_v = bind.vector(p + "attn_v.bias", c.kv_dim(), false);
+    const bool bias_required = c.traits->qkv_bias_required;
+    l.bias_q = bind.vector(p + "attn_q.bias", c.q_dim(), bias_required);
+    l.bias_k = bind.vector(p + "attn_k.bias", c.kv_dim(), bias_required);
+    l.bias_v = bind.vector(p + "attn_v.bias", c.kv_dim(), bias_required);
+    if (c.has_qk_norm) {
+      l.attn_q_norm = bind.vector(p + "attn_q_norm.weight", c.head_dim, true);
+      l.attn_k_norm = bind.vector(p + "attn_k_norm.weight", c.head_dim, true);
+    }
     l.bias_output = bind.vector(p + "attn_output.bias", c.n_embd, false);
     l.ffn_norm = bind.vector(p + "ffn_norm.weight", c.n_embd, true);
     l.ffn_gate = bind.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff);

@@ -1,6 +1,7 @@
 #pragma once
-// Views of a llama model's tensors inside the mmapped GGUF file, checked against the config's shapes. Matrices
-// stay in their GGUF block formats; only the small 1-D vectors (norm gains, biases, rope factors) are held as f32.
+// Views of a model's tensors inside the mmapped GGUF file, checked against the config's shapes. Every supported
+// architecture has llama's layout plus what its traits add (q/k norms). Matrices stay in their GGUF block formats;
+// only the small 1-D vectors (norm gains, biases, rope factors) are held as f32.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,6 +24,8 @@ struct LlamaLayerWeights {
   const float* bias_k = nullptr;     // [n_head_kv*head_dim] optional
   const float* bias_v = nullptr;     // [n_head_kv*head_dim] optional
   const float* bias_output = nullptr;// [n_embd] optional
+  const float* attn_q_norm = nullptr;// [head_dim] per-head RMSNorm gain of q (qwen3), else null
+  const float* attn_k_norm = nullptr;// [head_dim] per-head RMSNorm gain of k (qwen3), else null
   const float* ffn_norm = nullptr;   // [n_embd]
   WeightMatrix ffn_gate;             // [n_ff, n_embd]
   WeightMatrix ffn_up;               // [n_ff, n_embd]
@@ -33,6 +36,7 @@ struct LlamaWeights {
   WeightMatrix token_embd;           // [n_vocab rows, n_embd cols]
   WeightMatrix output;               // [n_vocab, n_embd]; token_embd when tied
   const float* output_norm = nullptr;// [n_embd]
+  const float* output_bias = nullptr;// [n_vocab] optional (llama.cpp's qwen2 loader accepts output.bias)
   const float* rope_freqs = nullptr; // [n_rot/2] optional
   std::vector<LlamaLayerWeights> layers;
   // Bytes of weights one forward step reads: every matrix once plus the vectors (the embedding lookup reads only

@@ -10,6 +10,7 @@
 #include <fmt/ranges.h>
 
 #include "common/error.h"
+#include "model_loader/synthetic_bpe.h"
 #include "tensor/quantize.h"
 
 namespace pagedllm {
@@ -17,7 +18,6 @@ namespace {
 
 constexpr int64_t kSpecialTokens = 3;  // <unk>, <s>, </s>
 constexpr int64_t kByteTokens = 256;
-constexpr float kWeightStddev = 0.02f;
 // Elements generated per work item: large enough to amortise scheduling, small enough that the float scratch
 // buffer of each worker stays a few MB. Items are numbered per tensor, so the output does not depend on the
 // number of threads.
@@ -30,6 +30,12 @@ struct Preset {
   int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx;
   float rope_freq_base;
   bool tied_embeddings;
+  std::string_view architecture = "llama";
+  int64_t key_length = 0;
+  float rms_eps = 1e-5f;
+  GgmlType weight_type = GgmlType::F32;
+  float weight_stddev = 0.02f;
+  float norm_gain_spread = 0.0f;
 };
 
 constexpr Preset kPresets[] = {
@@ -41,7 +47,17 @@ constexpr Preset kPresets[] = {
     {"llama-3.2-1b", 128256, 2048, 16, 32, 8, 8192, 131072, 500000.0f, true},
     {"stories260k", 512, 64, 5, 8, 4, 172, 2048, 10000.0f, false},
     {"tiny", 320, 256, 2, 4, 2, 512, 512, 10000.0f, false},
+    // The golden-test models of the Qwen families: Qwen's rope base and eps, GQA 4/2 with head_dim 64, the
+    // Qwen-style BPE vocabulary, random norm gains; weights stddev 0.06 so that the logits spread over a few units.
+    // qwen3-tiny's heads (4 x 64) are wider than its embedding (192), as Qwen3's are, and its embeddings are tied.
+    // F16 weights: both engines round the activations to F16 alike, so the comparison with llama.cpp measures the
+    // family's own ops (with Q8_0, activation rounding flips made llama.cpp's own two attention paths differ by
+    // 0.075 on qwen3-tiny, and a golden test could then only hold the logits to that).
+    {"qwen2-tiny", 800, 256, 2, 4, 2, 512, 32768, 1000000.0f, false, "qwen2", 0, 1e-6f, GgmlType::F16, 0.06f, 0.5f},
+    {"qwen3-tiny", 800, 192, 2, 4, 2, 512, 40960, 1000000.0f, true, "qwen3", 64, 1e-6f, GgmlType::F16, 0.06f, 0.5f},
 };
+
+bool uses_bpe_vocab(const std::string& architecture) { return architecture != "llama"; }
 
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -155,6 +171,12 @@ SyntheticModelSpec synthetic_spec(std::string_view preset) {
     spec.n_ctx = p.n_ctx;
     spec.rope_freq_base = p.rope_freq_base;
     spec.tied_embeddings = p.tied_embeddings;
+    spec.architecture = std::string(p.architecture);
+    spec.key_length = p.key_length;
+    spec.rms_eps = p.rms_eps;
+    spec.weight_type = p.weight_type;
+    spec.weight_stddev = p.weight_stddev;
+    spec.norm_gain_spread = p.norm_gain_spread;
     return spec;
   }
   fail("unknown synthetic model preset '{}' (known: {})", preset, fmt::join(synthetic_presets(), ", "));
@@ -162,6 +184,9 @@ SyntheticModelSpec synthetic_spec(std::string_view preset) {
 
 void validate_synthetic_spec(const SyntheticModelSpec& s) {
   const std::string what = fmt::format("synthetic model '{}'", s.name);
+  if (s.architecture != "llama" && s.architecture != "qwen2" && s.architecture != "qwen3") {
+    fail("{}: architecture '{}' cannot be written (known: llama, qwen2, qwen3)", what, s.architecture);
+  }
   if (s.n_vocab < kSpecialTokens + kByteTokens || s.n_vocab > (int64_t{1} << 31)) {
     fail("{}: n_vocab {} must be in {}..2^31 (special and byte tokens come first)", what, s.n_vocab,
          kSpecialTokens + kByteTokens);
@@ -170,8 +195,18 @@ void validate_synthetic_spec(const SyntheticModelSpec& s) {
     fail("{}: n_embd {}, n_layer {}, n_ff {}, n_ctx {} must be positive (n_layer at most 512)", what, s.n_embd,
          s.n_layer, s.n_ff, s.n_ctx);
   }
-  if (s.n_head <= 0 || s.n_embd % s.n_head != 0 || s.head_dim() % 2 != 0) {
-    fail("{}: n_head {} must divide n_embd {} into an even head_dim", what, s.n_head, s.n_embd);
+  if (s.n_head <= 0 || (s.key_length == 0 && s.n_embd % s.n_head != 0) || s.key_length < 0 ||
+      s.head_dim() % 2 != 0) {
+    fail("{}: n_head {} must divide n_embd {} into an even head_dim (or key_length {} must be even)", what, s.n_head,
+         s.n_embd, s.key_length);
+  }
+  if (s.architecture == "qwen2" && s.key_length != 0 && s.key_length * s.n_head != s.n_embd) {
+    fail("{}: a qwen2 model's heads must span n_embd (llama.cpp's qwen2 loader assumes attn_q is n_embd x n_embd)",
+         what);
+  }
+  if (!(s.weight_stddev > 0) || !(s.norm_gain_spread >= 0 && s.norm_gain_spread < 1) || !(s.bias_stddev >= 0)) {
+    fail("{}: weight_stddev {} must be positive, norm_gain_spread {} in [0, 1), bias_stddev {} non-negative", what,
+         s.weight_stddev, s.norm_gain_spread, s.bias_stddev);
   }
   if (s.n_head_kv <= 0 || s.n_head % s.n_head_kv != 0) {
     fail("{}: n_head_kv {} must divide n_head {}", what, s.n_head_kv, s.n_head);
@@ -222,32 +257,21 @@ std::vector<std::string> synthetic_vocab(int64_t n_vocab) {
 
 int64_t synthetic_parameter_count(const SyntheticModelSpec& s) {
   const int64_t kv_dim = s.n_head_kv * s.head_dim();
+  const int64_t q_dim = s.n_head * s.head_dim();
   const int64_t per_layer = 2 * s.n_embd                                    // attn_norm, ffn_norm
-                            + 2 * s.n_embd * s.n_embd                       // attn_q, attn_output
+                            + 2 * s.n_embd * q_dim                          // attn_q, attn_output
                             + 2 * s.n_embd * kv_dim                         // attn_k, attn_v
-                            + 3 * s.n_embd * s.n_ff;                        // ffn_gate, ffn_up, ffn_down
+                            + 3 * s.n_embd * s.n_ff                         // ffn_gate, ffn_up, ffn_down
+                            + (s.architecture == "qwen2" ? q_dim + 2 * kv_dim : 0)      // q/k/v biases
+                            + (s.architecture == "qwen3" ? 2 * s.head_dim() : 0);       // q/k norms
   const int64_t embeddings = s.n_vocab * s.n_embd * (s.tied_embeddings ? 1 : 2);
   return embeddings + s.n_embd + s.n_layer * per_layer;
 }
 
-GgufWriter synthetic_model_writer(const SyntheticModelSpec& spec) {
-  validate_synthetic_spec(spec);
-  GgufWriter writer(3);
-  const std::string arch = "llama";
-  writer.set_string("general.architecture", arch);
-  writer.set_string("general.name", "synthetic-" + spec.name);
-  if (auto file_type = file_type_of(spec.weight_type)) writer.set_u32("general.file_type", *file_type);
-  writer.set_u32(arch + ".vocab_size", static_cast<uint32_t>(spec.n_vocab));
-  writer.set_u32(arch + ".context_length", static_cast<uint32_t>(spec.n_ctx));
-  writer.set_u32(arch + ".embedding_length", static_cast<uint32_t>(spec.n_embd));
-  writer.set_u32(arch + ".block_count", static_cast<uint32_t>(spec.n_layer));
-  writer.set_u32(arch + ".feed_forward_length", static_cast<uint32_t>(spec.n_ff));
-  writer.set_u32(arch + ".attention.head_count", static_cast<uint32_t>(spec.n_head));
-  writer.set_u32(arch + ".attention.head_count_kv", static_cast<uint32_t>(spec.n_head_kv));
-  writer.set_u32(arch + ".rope.dimension_count", static_cast<uint32_t>(spec.head_dim()));
-  writer.set_f32(arch + ".attention.layer_norm_rms_epsilon", spec.rms_eps);
-  writer.set_f32(arch + ".rope.freq_base", spec.rope_freq_base);
+namespace {
 
+// The SentencePiece-style vocabulary of synthetic llama models (see synthetic_vocab).
+void write_spm_tokenizer(GgufWriter& writer, const SyntheticModelSpec& spec) {
   const std::vector<std::string> tokens = synthetic_vocab(spec.n_vocab);
   std::vector<float> scores(tokens.size(), 0.0f);     // [n_vocab]
   std::vector<int32_t> token_types(tokens.size());    // [n_vocab]
@@ -269,42 +293,121 @@ GgufWriter synthetic_model_writer(const SyntheticModelSpec& spec) {
   writer.set_u32("tokenizer.ggml.eos_token_id", 2);
   writer.set_bool("tokenizer.ggml.add_bos_token", true);
   writer.set_bool("tokenizer.ggml.add_eos_token", false);
+}
+
+// The keys a Qwen2/Qwen2.5/Qwen3 instruct GGUF carries: byte-level BPE with the qwen2 pre-tokenizer, BOS and
+// padding <|endoftext|>, EOS <|im_end|>, no BOS added. No chat template: the family's fallback applies.
+void write_qwen_tokenizer(GgufWriter& writer, const SyntheticModelSpec& spec) {
+  const SyntheticBpeVocab vocab = synthetic_bpe_vocab(spec.n_vocab);
+  if (static_cast<int64_t>(vocab.tokens.size()) != spec.n_vocab) {
+    fail("synthetic model '{}': n_vocab {} is not the size of the BPE vocabulary, which stops at {} tokens", spec.name,
+         spec.n_vocab, vocab.tokens.size());
+  }
+  writer.set_string("tokenizer.ggml.model", "gpt2");
+  writer.set_string("tokenizer.ggml.pre", "qwen2");
+  writer.set("tokenizer.ggml.tokens", gguf_value::string_array(vocab.tokens));
+  writer.set("tokenizer.ggml.token_type", gguf_value::i32_array(vocab.token_types));
+  writer.set("tokenizer.ggml.merges", gguf_value::string_array(vocab.merges));
+  writer.set_u32("tokenizer.ggml.eos_token_id", static_cast<uint32_t>(vocab.im_end_id));
+  writer.set_u32("tokenizer.ggml.padding_token_id", static_cast<uint32_t>(vocab.endoftext_id));
+  writer.set_u32("tokenizer.ggml.bos_token_id", static_cast<uint32_t>(vocab.endoftext_id));
+  writer.set_bool("tokenizer.ggml.add_bos_token", false);
+}
+
+}  // namespace
+
+GgufWriter synthetic_model_writer(const SyntheticModelSpec& spec) {
+  validate_synthetic_spec(spec);
+  GgufWriter writer(3);
+  const std::string& arch = spec.architecture;
+  const bool qwen2 = arch == "qwen2", qwen3 = arch == "qwen3";
+  writer.set_string("general.architecture", arch);
+  writer.set_string("general.name", "synthetic-" + spec.name);
+  if (auto file_type = file_type_of(spec.weight_type)) writer.set_u32("general.file_type", *file_type);
+  if (arch == "llama") writer.set_u32(arch + ".vocab_size", static_cast<uint32_t>(spec.n_vocab));
+  writer.set_u32(arch + ".context_length", static_cast<uint32_t>(spec.n_ctx));
+  writer.set_u32(arch + ".embedding_length", static_cast<uint32_t>(spec.n_embd));
+  writer.set_u32(arch + ".block_count", static_cast<uint32_t>(spec.n_layer));
+  writer.set_u32(arch + ".feed_forward_length", static_cast<uint32_t>(spec.n_ff));
+  writer.set_u32(arch + ".attention.head_count", static_cast<uint32_t>(spec.n_head));
+  writer.set_u32(arch + ".attention.head_count_kv", static_cast<uint32_t>(spec.n_head_kv));
+  if (spec.key_length > 0) {
+    writer.set_u32(arch + ".attention.key_length", static_cast<uint32_t>(spec.key_length));
+    writer.set_u32(arch + ".attention.value_length", static_cast<uint32_t>(spec.key_length));
+  }
+  writer.set_u32(arch + ".rope.dimension_count", static_cast<uint32_t>(spec.head_dim()));
+  writer.set_f32(arch + ".attention.layer_norm_rms_epsilon", spec.rms_eps);
+  writer.set_f32(arch + ".rope.freq_base", spec.rope_freq_base);
+  if (uses_bpe_vocab(arch)) {
+    write_qwen_tokenizer(writer, spec);
+  } else {
+    write_spm_tokenizer(writer, spec);
+  }
 
   uint64_t tensor_index = 0;
   auto add_matrix = [&](const std::string& name, int64_t ne0, int64_t ne1) {
     const GgmlType type = weight_type_for_row(spec.weight_type, ne0);
     const uint64_t seed = tensor_seed(spec.seed, tensor_index++);
+    const float stddev = spec.weight_stddev;
     writer.add_tensor_generated(name, {ne0, ne1}, type, [=](std::span<uint8_t> out) {
-      fill_random_rows(out, type, ne0, ne1, kWeightStddev, seed);
+      fill_random_rows(out, type, ne0, ne1, stddev, seed);
     });
   };
-  auto add_norm = [&](const std::string& name) {
-    ++tensor_index;
-    const int64_t n = spec.n_embd;
-    writer.add_tensor_generated(name, {n}, GgmlType::F32, [](std::span<uint8_t> out) {
-      const float one = 1.0f;
-      for (size_t at = 0; at + sizeof one <= out.size(); at += sizeof one) std::memcpy(out.data() + at, &one, 4);
+  // An F32 vector of n values from `value(state)`, seeded per tensor.
+  auto add_vector = [&](const std::string& name, int64_t n, float (*value)(uint64_t&, float), float parameter) {
+    const uint64_t seed = tensor_seed(spec.seed, tensor_index++);
+    writer.add_tensor_generated(name, {n}, GgmlType::F32, [=](std::span<uint8_t> out) {
+      uint64_t state = seed;
+      for (size_t at = 0; at + sizeof(float) <= out.size(); at += sizeof(float)) {
+        const float x = value(state, parameter);
+        std::memcpy(out.data() + at, &x, sizeof x);
+      }
     });
   };
+  auto gain = [](uint64_t& state, float spread) {
+    if (spread == 0.0f) return 1.0f;
+    const double u = static_cast<double>(splitmix64(state) >> 11) * 0x1.0p-53;  // [0, 1)
+    return static_cast<float>(1.0 + spread * (2.0 * u - 1.0));
+  };
+  auto normal = [](uint64_t& state, float stddev) { return stddev * approx_standard_normal(state); };
+  auto add_norm = [&](const std::string& name, int64_t n) { add_vector(name, n, gain, spec.norm_gain_spread); };
 
   const int64_t q_dim = spec.n_head * spec.head_dim();
   const int64_t kv_dim = spec.n_head_kv * spec.head_dim();
   add_matrix("token_embd.weight", spec.n_embd, spec.n_vocab);
-  add_norm("output_norm.weight");
+  add_norm("output_norm.weight", spec.n_embd);
   if (!spec.tied_embeddings) add_matrix("output.weight", spec.n_embd, spec.n_vocab);
   for (int64_t layer = 0; layer < spec.n_layer; ++layer) {
     const std::string blk = fmt::format("blk.{}.", layer);
-    add_norm(blk + "attn_norm.weight");
+    add_norm(blk + "attn_norm.weight", spec.n_embd);
     add_matrix(blk + "attn_q.weight", spec.n_embd, q_dim);
     add_matrix(blk + "attn_k.weight", spec.n_embd, kv_dim);
     add_matrix(blk + "attn_v.weight", spec.n_embd, kv_dim);
+    if (qwen2) {
+      add_vector(blk + "attn_q.bias", q_dim, normal, spec.bias_stddev);
+      add_vector(blk + "attn_k.bias", kv_dim, normal, spec.bias_stddev);
+      add_vector(blk + "attn_v.bias", kv_dim, normal, spec.bias_stddev);
+    }
+    if (qwen3) {
+      add_norm(blk + "attn_q_norm.weight", spec.head_dim());
+      add_norm(blk + "attn_k_norm.weight", spec.head_dim());
+    }
     add_matrix(blk + "attn_output.weight", q_dim, spec.n_embd);
-    add_norm(blk + "ffn_norm.weight");
+    add_norm(blk + "ffn_norm.weight", spec.n_embd);
     add_matrix(blk + "ffn_gate.weight", spec.n_embd, spec.n_ff);
     add_matrix(blk + "ffn_up.weight", spec.n_embd, spec.n_ff);
     add_matrix(blk + "ffn_down.weight", spec.n_ff, spec.n_embd);
   }
   return writer;
+}
+
+uint64_t fnv1a64(std::span<const uint8_t> bytes) {
+  uint64_t hash = 0xCBF29CE484222325ull;
+  for (uint8_t byte : bytes) {
+    hash ^= byte;
+    hash *= 0x100000001B3ull;
+  }
+  return hash;
 }
 
 std::vector<uint8_t> build_synthetic_gguf(const SyntheticModelSpec& spec) {

@@ -1,9 +1,12 @@
 #pragma once
-// Synthetic llama-architecture models: real shapes (Llama-3-8B, Mistral-7B, ...) with random weights and a
-// minimal SentencePiece-style vocabulary, written by GgufWriter. Complete enough to load and run end to end, so
-// unit tests and benchmarks can use any shape without downloading anything.
+// Synthetic models: real shapes (Llama-3-8B, Mistral-7B, ...) with random weights, written by GgufWriter in each
+// supported architecture's exact layout (tensor names and metadata keys as llama.cpp reads them). A llama model
+// gets a minimal SentencePiece-style vocabulary; qwen2 and qwen3 models a Qwen-style byte-level BPE vocabulary
+// (synthetic_bpe.h). Complete enough to load and run end to end, in this engine and in llama.cpp, so unit tests,
+// golden files and benchmarks can use any shape without downloading anything.
 #include <cstdint>
 #include <functional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,25 +18,34 @@ namespace pagedllm {
 
 struct SyntheticModelSpec {
   std::string name = "tiny";
-  int64_t n_vocab = 320;  // at least 259: <unk>, <s>, </s> and the 256 byte tokens
+  std::string architecture = "llama";  // "llama", "qwen2" (q/k/v biases) or "qwen3" (per-head q/k RMSNorm)
+  int64_t n_vocab = 320;  // llama: at least 259 (<unk>, <s>, </s> and the 256 byte tokens); qwen: the size of the
+                          // BPE vocabulary (256 bytes + learned tokens + 5 specials; the training text allows ~950)
   int64_t n_embd = 256;
   int64_t n_layer = 2;
   int64_t n_head = 4;
   int64_t n_head_kv = 2;
   int64_t n_ff = 512;
   int64_t n_ctx = 512;
+  int64_t key_length = 0;  // head_dim written as attention.key_length/value_length; 0: n_embd / n_head, not written
   GgmlType weight_type = GgmlType::F32;  // 2-D weights; norms are always F32
   bool tied_embeddings = false;           // no output.weight: the output projection reuses token_embd.weight
   float rope_freq_base = 10000.0f;
   float rms_eps = 1e-5f;
   uint64_t seed = 42;
+  float weight_stddev = 0.02f;  // of the 2-D weights (a larger one spreads the logits, so greedy steps are no ties)
+  // Norm gains (and the qwen3 q/k norm gains) uniform in [1 - s, 1 + s]; 0: all ones. Biases (qwen2) are
+  // N(0, bias_stddev).
+  float norm_gain_spread = 0.0f;
+  float bias_stddev = 0.5f;
 
-  int64_t head_dim() const { return n_embd / n_head; }
+  int64_t head_dim() const { return key_length > 0 ? key_length : n_embd / n_head; }
 };
 
 // Presets with the real hyper-parameters: "llama-3-8b", "llama-2-7b", "mistral-7b", "smollm2-135m",
-// "tinyllama-1.1b", "llama-3.2-1b", "stories260k", and "tiny" (a few MB, for unit tests). Unknown names are an
-// Error listing the presets. Tensors over 16M elements repeat their first 256 rows (fast to write, the same to
+// "tinyllama-1.1b", "llama-3.2-1b", "stories260k", and "tiny", "qwen2-tiny",
+// "qwen3-tiny" (a few MB, for unit and golden tests: GQA 4/2, head_dim 64, two layers, random norm gains and
+// biases; qwen3-tiny has head_dim * n_head != n_embd, as Qwen3 does). Unknown names are an Error listing the presets. Tensors over 16M elements repeat their first 256 rows (fast to write, the same to
 // read for a benchmark).
 SyntheticModelSpec synthetic_spec(std::string_view preset);
 std::vector<std::string> synthetic_presets();
@@ -59,6 +71,10 @@ void write_synthetic_gguf(const SyntheticModelSpec& spec, const std::string& pat
 // letter pieces ("a", "▁a", ..., "▁ab", ...) up to n_vocab. Every piece's prefixes are themselves pieces, so the
 // SPM merge procedure can reach each one.
 std::vector<std::string> synthetic_vocab(int64_t n_vocab);
+
+// FNV-1a (64-bit) of a file image: golden files record it for the synthetic model llama.cpp ran, so a test that
+// regenerates the model knows it is the same file, byte for byte.
+uint64_t fnv1a64(std::span<const uint8_t> bytes);
 
 // Parameter count of the model the spec describes (all tensors, output.weight included unless tied).
 int64_t synthetic_parameter_count(const SyntheticModelSpec& spec);

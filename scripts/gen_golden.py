@@ -7,12 +7,21 @@ does not stop at end-of-generation tokens, so every case has exactly STEPS steps
 
     python3 -m venv /tmp/llamaenv && /tmp/llamaenv/bin/pip install llama-cpp-python==0.3.36
     /tmp/llamaenv/bin/python scripts/gen_golden.py            # then commit tests/golden/*.json
+    /tmp/llamaenv/bin/python scripts/gen_golden.py qwen2-tiny-synthetic   # only the named golden files
+
+Synthetic models (random weights in a family's exact layout, e.g. qwen2 and qwen3) are not committed: the project's
+own writer makes them (the write_synthetic_model tool of a build, --writer), llama.cpp runs that file, and the golden
+file records the preset and the file's FNV-1a 64 fingerprint. tests/test_golden.cpp regenerates the model from the
+preset and checks the fingerprint before comparing, so the golden file always belongs to the very bytes llama.cpp ran.
 
 The C++ test tests/test_golden.cpp reads these files; CI needs no Python.
 """
+import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 
 import llama_cpp
 from llama_cpp import Llama
@@ -39,6 +48,41 @@ MODELS = {
         ],
     },
 }
+
+# Qwen-style prompts: ChatML turns (control tokens), <think> (a user-defined token), digits (split one by one by the
+# qwen2 pre-tokenizer), non-ASCII text, code, and a prompt long enough to fill several KV blocks.
+QWEN_PROMPTS = [
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is the capital of France?"
+    "<|im_end|>\n<|im_start|>assistant\n",
+    "The history of the printing press begins",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "<|im_start|>user\nHow far is the moon? I'd say 384400 km, café, Zürich, 日本語.<|im_end|>\n<|im_start|>assistant\n"
+    "<think>\nThe moon is about 384400 kilometres away.\n</think>\n\n",
+    "A computer keeps the memory of a program in pages. Each page is a block of the same size, and a table tells "
+    "the machine where every page lives. When a program asks for more memory, the system finds a free block.",
+]
+
+# Synthetic models: golden name -> the writer's preset.
+SYNTHETIC = {
+    "qwen2-tiny-synthetic": {"preset": "qwen2-tiny", "prompts": QWEN_PROMPTS},
+    "qwen3-tiny-synthetic": {"preset": "qwen3-tiny", "prompts": QWEN_PROMPTS},
+}
+
+
+def fnv1a64(data):
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h ^= byte
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def write_synthetic(writer, preset, directory):
+    """The preset's model written by the project's own writer; returns (path, FNV-1a 64 as 16 hex digits)."""
+    path = os.path.join(directory, preset + ".gguf")
+    subprocess.run([writer, preset, path], check=True, stdout=subprocess.DEVNULL)
+    with open(path, "rb") as f:
+        return path, f"{fnv1a64(f.read()):016x}"
 
 
 def top5(logits):
@@ -79,7 +123,8 @@ def generate(name, spec):
         "model_location": spec["location"],
         "generator": "scripts/gen_golden.py",
         "reference": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
-        "settings": "CPU, n_ctx 512, n_batch 512, F16 KV cache, flash_attn off, greedy argmax, BOS added, "
+        "settings": "CPU, n_ctx 512, n_batch 512, F16 KV cache, flash_attn off, greedy argmax, BOS added when the "
+                    "model asks for it, "
                     "special tokens parsed",
         "reference_spread": spread,
         "cases": cases,
@@ -87,17 +132,37 @@ def generate(name, spec):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="golden files to write (default: all): "
+                        + ", ".join(list(MODELS) + list(SYNTHETIC)))
+    parser.add_argument("--writer", default=os.path.join(ROOT, "build", "write_synthetic_model"),
+                        help="the write_synthetic_model tool of a build (default: build/write_synthetic_model)")
+    args = parser.parse_args()
+    names = args.names or list(MODELS) + list(SYNTHETIC)
+    for name in names:
+        if name not in MODELS and name not in SYNTHETIC:
+            sys.exit(f"unknown golden file {name!r} (known: {', '.join(list(MODELS) + list(SYNTHETIC))})")
     out_dir = os.path.join(ROOT, "tests", "golden")
     os.makedirs(out_dir, exist_ok=True)
-    for name, spec in MODELS.items():
-        if not os.path.exists(spec["path"]):
-            sys.exit(f"missing model {spec['path']} (run scripts/setup.sh)")
-        data = generate(name, spec)
-        path = os.path.join(out_dir, f"{name}.json")
-        with open(path, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-        print(f"wrote {path}: {len(data['cases'])} cases x {STEPS} steps")
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in names:
+            if name in MODELS:
+                spec = MODELS[name]
+                if not os.path.exists(spec["path"]):
+                    sys.exit(f"missing model {spec['path']} (run scripts/setup.sh)")
+                data = generate(name, spec)
+            else:
+                synthetic = SYNTHETIC[name]
+                model_path, fingerprint = write_synthetic(args.writer, synthetic["preset"], scratch)
+                spec = {"path": model_path, "file": synthetic["preset"], "location": "synthetic",
+                        "prompts": synthetic["prompts"]}
+                data = generate(name, spec)
+                data["model_fnv1a64"] = fingerprint
+            path = os.path.join(out_dir, f"{name}.json")
+            with open(path, "w") as f:
+                json.dump(data, f, indent=1)
+                f.write("\n")
+            print(f"wrote {path}: {len(data['cases'])} cases x {STEPS} steps")
 
 
 if __name__ == "__main__":

@@ -121,6 +121,16 @@ MUTANTS = [
      "  pending_.clear();",
      "test_tokenizer",
      "the bytes still pending at the end of a sample are lost"),
+    ("qk-norm-wrong-gain", "engine/llama_forward.cpp",
+     "backend.rms_norm(k, l.attn_k_norm, k,",
+     "backend.rms_norm(k, l.attn_q_norm, k,",
+     "test_golden|test_model_families",
+     "qwen3's key heads are normalized with the query heads' gains"),
+    ("qwen2-rope-layout", "model_loader/model_config.cpp",
+     '{"qwen2", RopeLayout::Neox,',
+     '{"qwen2", RopeLayout::Norm,',
+     "test_golden|test_model_config",
+     "qwen2 rotates adjacent pairs like llama instead of the NEOX halves"),
 ]
 
 

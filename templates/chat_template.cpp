@@ -176,13 +176,13 @@ std::string builtin_chat_template_list() {
   return names;
 }
 
-ChosenChatTemplate choose_chat_template(std::string_view requested, const std::string& model_template) {
+ChosenChatTemplate choose_chat_template(std::string_view requested, const std::string& model_template,
+                                        std::string_view fallback) {
   if (!requested.empty()) {
     auto source = builtin_chat_template(requested);
     if (!source) fail("--chat-template '{}' is not a built-in template (known: {})", requested, builtin_chat_template_list());
     return {*source, fmt::format("built-in {}", requested), ""};
   }
-  constexpr std::string_view kFallback = "chatml";
   std::string problem;
   if (model_template.empty()) {
     problem = "the model file has no chat template";
@@ -200,11 +200,11 @@ ChosenChatTemplate choose_chat_template(std::string_view requested, const std::s
       problem = fmt::format("the model's chat template cannot be used ({})", e.what());
     }
   }
-  auto source = builtin_chat_template(kFallback);
-  if (!source) fail("{}, and the built-in {} template is missing", problem, kFallback);
-  return {*source, fmt::format("built-in {} (fallback)", kFallback),
+  auto source = builtin_chat_template(fallback);
+  if (!source) fail("{}, and the built-in {} template is missing", problem, fallback);
+  return {*source, fmt::format("built-in {} (fallback)", fallback),
           fmt::format("{}; using the built-in {} format (choose one with --chat-template NAME: {})", problem,
-                      kFallback, builtin_chat_template_list())};
+                      fallback, builtin_chat_template_list())};
 }
 
 }  // namespace pagedllm

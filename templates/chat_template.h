@@ -51,12 +51,13 @@ std::string builtin_chat_template_list();
 
 // The template a generating command uses: the built-in `requested` when given (an Error names the known ones if it
 // is not one), else the model's own if the interpreter can render a short probe conversation with it, else the
-// built-in chatml with `notice` saying why.
+// built-in `fallback` (the model family's, chatml for every family supported today) with `notice` saying why.
 struct ChosenChatTemplate {
   std::string source;
   std::string description;  // "the model's own", "built-in NAME", "built-in chatml (fallback)"
   std::string notice;       // non-empty when the model's template was absent or unusable
 };
-ChosenChatTemplate choose_chat_template(std::string_view requested, const std::string& model_template);
+ChosenChatTemplate choose_chat_template(std::string_view requested, const std::string& model_template,
+                                        std::string_view fallback = "chatml");
 
 }  // namespace pagedllm

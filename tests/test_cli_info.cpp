@@ -174,6 +174,55 @@ TEST_CASE("info describes a writer-made synthetic model (config and dtypes from 
   CHECK(j.at("tokenizer").at("vocab_size").get<int64_t>() == spec.n_vocab);
 }
 
+TEST_CASE("info shows each family's settings: rope layout, q/k/v biases, per-head q/k norm") {
+  TempDir dir;
+  struct Family {
+    const char* preset;
+    const char* bias;
+    const char* qk_norm;
+  };
+  for (const Family& f : {Family{"qwen2-tiny", "q/k/v bias yes", "per-head q/k RMSNorm no"},
+                          Family{"qwen3-tiny", "q/k/v bias no", "per-head q/k RMSNorm yes (before RoPE)"},
+                          Family{"tiny", "q/k/v bias no", "per-head q/k RMSNorm no"}}) {
+    CAPTURE(f.preset);
+    const SyntheticModelSpec spec = synthetic_spec(f.preset);
+    const std::string path = (dir.path / (std::string(f.preset) + ".gguf")).string();
+    write_synthetic_gguf(spec, path);
+    const RunResult text = run_pagedllm("info -m " + quoted(path));
+    CAPTURE(text.err);
+    REQUIRE(text.exit_code == 0);
+    CHECK(text.out.find("architecture:    " + spec.architecture + "\n") != std::string::npos);
+    const bool llama = spec.architecture == "llama";
+    CHECK(text.out.find(llama ? "rope: norm layout" : "rope: neox layout") != std::string::npos);
+    CHECK(text.out.find(f.bias) != std::string::npos);
+    CHECK(text.out.find(f.qk_norm) != std::string::npos);
+    CHECK(text.out.find(llama ? "tokenizer:       llama vocabulary" : "gpt2 vocabulary of 800 tokens, "
+                                                                        "pre-tokenizer qwen2") != std::string::npos);
+
+    const RunResult json = run_pagedllm("info --json -m " + quoted(path));
+    REQUIRE(json.exit_code == 0);
+    const auto j = nlohmann::json::parse(json.out);
+    CHECK(j.at("parameters").get<int64_t>() == synthetic_parameter_count(spec));
+    CHECK(j.at("config").at("rope_layout") == (llama ? "norm" : "neox"));
+    CHECK(j.at("config").at("qkv_bias") == (spec.architecture == "qwen2"));
+    CHECK(j.at("config").at("qk_norm") == (spec.architecture == "qwen3"));
+    CHECK(j.at("config").at("head_dim").get<int64_t>() == spec.head_dim());
+  }
+}
+
+TEST_CASE("an unsupported architecture: info still describes the file, run exits with one error naming it") {
+  TempDir dir;
+  GgufWriter w = synthetic_model_writer(synthetic_spec("tiny"));
+  w.set_string("general.architecture", "gemma2");
+  const std::string path = (dir.path / "gemma2.gguf").string();
+  w.write_file(path);
+  const RunResult info = run_pagedllm("info -m " + quoted(path));
+  CHECK(info.exit_code == 0);
+  CHECK(info.out.find("unsupported architecture 'gemma2' (supported: llama, qwen2, qwen3)") != std::string::npos);
+  const RunResult run = run_pagedllm("run -m " + quoted(path) + " -p hi -n 1");
+  expect_one_error_line(run, "unsupported architecture 'gemma2' (supported: llama, qwen2, qwen3)");
+}
+
 TEST_CASE("a missing file and a malformed file exit non-zero with one error line") {
   TempDir dir;
   const std::string missing = (dir.path / "no_such_model.gguf").string();

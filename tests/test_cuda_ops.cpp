@@ -925,46 +925,65 @@ TEST_CASE("end to end: a batch mixing prefill and decode, with a forked (copy-on
   }
 }
 
+namespace {
+
+// The logits of the same forced tokens (a 20-token prompt, then 20 single-token decodes) on the CPU and on the GPU,
+// checked within `tolerance` of the largest logit. Random weights give flat logits whose argmax is fragile, so the
+// logits are compared rather than greedy tokens.
+void check_synthetic_cpu_vs_gpu(const SyntheticModelSpec& spec, double tolerance) {
+  const std::vector<uint8_t> image = build_synthetic_gguf(spec);
+  Model model;
+  model.file = GgufFile::from_memory(image, "synthetic");
+  model.config = read_model_config(*model.file);
+  model.weights = load_llama_weights(*model.file, model.config);
+  std::vector<int32_t> tokens;
+  for (int i = 0; i < 40; ++i) tokens.push_back(3 + (i * 37) % static_cast<int>(spec.n_vocab - 3));
+  auto run = [&](DeviceKind device) {
+    RunnerConfig config;
+    config.n_ctx = 128;
+    config.n_threads = 4;
+    config.device = device;
+    test::DirectRunner engine(model, config);
+    const SeqId seq = engine.create_sequence();
+    std::vector<std::vector<float>> all_logits;
+    test::DirectWork prompt{seq, std::span<const int32_t>(tokens.data(), 20), true};
+    std::span<const float> logits = engine.step(std::span(&prompt, 1));
+    all_logits.emplace_back(logits.begin(), logits.end());
+    for (size_t i = 20; i < tokens.size(); ++i) {
+      test::DirectWork decode{seq, std::span<const int32_t>(&tokens[i], 1), true};
+      logits = engine.step(std::span(&decode, 1));
+      all_logits.emplace_back(logits.begin(), logits.end());
+    }
+    return all_logits;
+  };
+  const auto cpu = run(DeviceKind::Cpu);
+  const auto gpu = run(DeviceKind::Cuda);
+  for (size_t step = 0; step < cpu.size(); ++step) {
+    CAPTURE(step);
+    CHECK(relative_error(gpu[step], cpu[step]) < tolerance);
+  }
+}
+
+}  // namespace
+
 TEST_CASE("end to end: synthetic models in every GEMV weight type, teacher-forced logits match the CPU") {
   SKIP_WITHOUT_DEVICE();
-  // Random weights give flat logits whose argmax is fragile, so this compares the logits of the same forced tokens:
-  // 2e-2 of the largest logit (prefill through cuBLAS on f16-dequantized weights for the quantized types).
+  // 2e-2 of the largest logit: prefill goes through cuBLAS on f16-dequantized weights for the quantized types.
   for (GgmlType type : {GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0,
                         GgmlType::Q4_K, GgmlType::Q6_K}) {
     CAPTURE(type_name(type));
     SyntheticModelSpec spec = synthetic_spec("tiny");
     spec.weight_type = type;
-    const std::vector<uint8_t> image = build_synthetic_gguf(spec);
-    Model model;
-    model.file = GgufFile::from_memory(image, "synthetic");
-    model.config = read_model_config(*model.file);
-    model.weights = load_llama_weights(*model.file, model.config);
-    std::vector<int32_t> tokens;
-    for (int i = 0; i < 40; ++i) tokens.push_back(3 + (i * 37) % static_cast<int>(spec.n_vocab - 3));
-    auto run = [&](DeviceKind device) {
-      RunnerConfig config;
-      config.n_ctx = 128;
-      config.n_threads = 4;
-      config.device = device;
-      test::DirectRunner engine(model, config);
-      const SeqId seq = engine.create_sequence();
-      std::vector<std::vector<float>> all_logits;
-      test::DirectWork prompt{seq, std::span<const int32_t>(tokens.data(), 20), true};
-      std::span<const float> logits = engine.step(std::span(&prompt, 1));
-      all_logits.emplace_back(logits.begin(), logits.end());
-      for (size_t i = 20; i < tokens.size(); ++i) {
-        test::DirectWork decode{seq, std::span<const int32_t>(&tokens[i], 1), true};
-        logits = engine.step(std::span(&decode, 1));
-        all_logits.emplace_back(logits.begin(), logits.end());
-      }
-      return all_logits;
-    };
-    const auto cpu = run(DeviceKind::Cpu);
-    const auto gpu = run(DeviceKind::Cuda);
-    for (size_t step = 0; step < cpu.size(); ++step) {
-      CAPTURE(step);
-      CHECK(relative_error(gpu[step], cpu[step]) < 2e-2);
-    }
+    check_synthetic_cpu_vs_gpu(spec, 2e-2);
+  }
+}
+
+TEST_CASE("end to end: the qwen2 (q/k/v biases) and qwen3 (per-head q/k norm) models on the GPU match the CPU") {
+  SKIP_WITHOUT_DEVICE();
+  // The same forward on both sides: the family's biases, q/k norm gains and NEOX RoPE go through the device ops.
+  for (const char* preset : {"qwen2-tiny", "qwen3-tiny"}) {
+    CAPTURE(preset);
+    check_synthetic_cpu_vs_gpu(synthetic_spec(preset), 2e-2);
   }
 }
 

@@ -1,5 +1,9 @@
 // End-to-end checks of the CPU forward against llama.cpp: tests/golden/*.json hold, for real models and several
 // prompts, llama.cpp's prompt tokens and 40 greedy steps with the top-5 logits of each (scripts/gen_golden.py).
+// Families without a small real model (qwen2, qwen3) are checked on synthetic models in their exact layout, with
+// random weights, norm gains and biases, so that every path of the forward shows in the logits; the test rebuilds
+// such a model with the project's writer from the preset the golden file names and checks that it is byte for byte
+// the file llama.cpp ran (FNV-1a 64) before comparing.
 //
 // Tolerance, per model: |ours - theirs| <= max(0.02 + 0.002 * |theirs|, 2 * reference_spread), where
 // reference_spread (written by the generator) is the largest top-5 logit difference between llama.cpp's own two
@@ -13,6 +17,8 @@
 #include <doctest/doctest.h>
 
 #include "required_files.h"
+#include "synthetic_golden.h"
+#include "temp_dir.h"
 
 #include <algorithm>
 #include <cmath>
@@ -41,8 +47,17 @@ std::vector<std::filesystem::path> golden_files() {
   return files;
 }
 
-std::string model_path(const nlohmann::json& golden) {
+// The model file a golden file was made from; a synthetic one is written into `scratch` first.
+std::string model_path(const nlohmann::json& golden, const pagedllm::test::TempDir& scratch) {
   const std::string file = golden.at("model");
+  if (golden.at("model_location") == "synthetic") {
+    const std::vector<uint8_t> bytes = pagedllm::test::synthetic_golden_model(golden);
+    const std::string path = (scratch / (file + ".gguf")).string();
+    std::ofstream out(path, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    REQUIRE(out.good());
+    return path;
+  }
   if (golden.at("model_location") == "shared") return std::string(PAGEDLLM_SHARED_DIR) + "/models/" + file;
   return std::string(PAGEDLLM_SOURCE_DIR) + "/models/" + file;
 }
@@ -86,14 +101,16 @@ TEST_CASE("greedy tokens and top-5 logits match llama.cpp's golden files") {
   // Both references must be there: a lost golden file would otherwise silently shrink what this test checks.
   std::vector<std::string> names;
   for (const auto& file : files) names.push_back(file.filename().string());
-  for (const char* expected : {"stories260K.json", "smollm2-135m-instruct-q4_1.json"}) {
+  for (const char* expected : {"stories260K.json", "smollm2-135m-instruct-q4_1.json", "qwen2-tiny-synthetic.json",
+                               "qwen3-tiny-synthetic.json"}) {
     CHECK_MESSAGE(std::find(names.begin(), names.end(), expected) != names.end(),
                   "tests/golden/" << expected << " is missing (scripts/gen_golden.py writes it)");
   }
   for (const auto& file : files) {
     std::ifstream in(file);
     const nlohmann::json golden = nlohmann::json::parse(in);
-    const std::string path = model_path(golden);
+    const pagedllm::test::TempDir scratch("pagedllm_golden");
+    const std::string path = model_path(golden, scratch);
     pagedllm::test::require_file(path, "scripts/setup.sh installs the default model; stories260K is in ../shared");
     INFO("golden file " << file.filename().string() << " (" << golden.at("reference").get<std::string>() << ")");
     auto model = pagedllm::Model::load(path);

@@ -549,6 +549,19 @@ TEST_CASE("values: JSON input keeps key order and types") {
   CHECK(pagedllm::jinja::text::format_float(100.0) == "100.0");
 }
 
+TEST_CASE("chat templates: the fallback is the model family's built-in, named in the notice") {
+  // No template in the file: the family's fallback (every family uses chatml today; another name must be honoured).
+  const pagedllm::ChosenChatTemplate chatml = pagedllm::choose_chat_template("", "", "chatml");
+  CHECK(chatml.source == *pagedllm::builtin_chat_template("chatml"));
+  CHECK(chatml.description == "built-in chatml (fallback)");
+  CHECK_MESSAGE(contains(chatml.notice, "no chat template"), chatml.notice);
+  const pagedllm::ChosenChatTemplate llama3 = pagedllm::choose_chat_template("", "", "llama3");
+  CHECK(llama3.source == *pagedllm::builtin_chat_template("llama3"));
+  CHECK(llama3.description == "built-in llama3 (fallback)");
+  // A template the user asks for wins over both the model's and the fallback.
+  CHECK(pagedllm::choose_chat_template("zephyr", "", "llama3").source == *pagedllm::builtin_chat_template("zephyr"));
+}
+
 TEST_CASE("chat templates: built-ins exist, parse, and render the formats they are named after") {
   std::vector<std::string> names = pagedllm::builtin_chat_template_names();
   for (const char* expected : {"chatml", "llama2", "llama3", "mistral", "gemma", "phi3", "zephyr"}) {

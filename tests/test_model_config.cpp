@@ -1,5 +1,6 @@
-// read_model_config on writer-made llama files: the derived shape (GQA/MQA/MHA), llama.cpp's defaults for absent
-// keys, per-layer array forms, rope scaling, tied embeddings, and one clear Error per bad or missing key.
+// read_model_config on writer-made files: the derived shape (GQA/MQA/MHA), llama.cpp's defaults for absent keys,
+// per-layer array forms, rope scaling, tied embeddings, each family's traits (llama, qwen2, qwen3), and one clear
+// Error per bad or missing key.
 #include <doctest/doctest.h>
 
 #include <functional>
@@ -11,6 +12,7 @@
 #include "model_loader/gguf.h"
 #include "model_loader/gguf_writer.h"
 #include "model_loader/model_config.h"
+#include "model_loader/model_weights.h"
 #include "model_loader/synthetic_model.h"
 
 using namespace pagedllm;
@@ -172,9 +174,12 @@ TEST_CASE("tied embeddings and rope_freqs are detected from the tensors present"
 
 TEST_CASE("an unsupported architecture is an Error listing the supported ones") {
   expect_config_error([](GgufWriter& w) { w.set_string("general.architecture", "gpt2"); },
-                      {"unsupported architecture 'gpt2'", "supported: llama"});
+                      {"unsupported architecture 'gpt2'", "supported: llama, qwen2, qwen3)"});
   expect_config_error([](GgufWriter& w) { w.set_string("general.architecture", "mistral3"); },
-                      {"'mistral3'", "supported: llama"});
+                      {"'mistral3'", "supported: llama, qwen2, qwen3)"});
+  // A family this engine does not run is refused even when its keys look like a supported one's.
+  expect_config_error([](GgufWriter& w) { w.set_string("general.architecture", "qwen2moe"); },
+                      {"unsupported architecture 'qwen2moe'", "supported: llama, qwen2, qwen3)"});
   expect_config_error([](GgufWriter& w) { w.remove("general.architecture"); }, {"'general.architecture'", "missing"});
   expect_config_error([](GgufWriter& w) { w.set_u32("general.architecture", 1); },
                       {"general.architecture", "expected string"});
@@ -290,4 +295,92 @@ TEST_CASE("token_embd.weight must exist with shape [n_embd, n_vocab]") {
     w.add_tensor_f32("token_embd.weight", {32, 300}, std::vector<float>(32 * 300));
   });
   CHECK(read_model_config(*GgufFile::from_memory(ok, "ok.gguf")).n_vocab == 300);
+}
+
+namespace {
+
+// The micro llama model relabelled as `architecture`: every llama.* key moved to the new prefix, tensors unchanged.
+GgufWriter relabelled_micro(const std::string& architecture) {
+  GgufWriter w = synthetic_model_writer(micro_spec());
+  const auto metadata = w.metadata();
+  for (const auto& [key, value] : metadata) {
+    if (key.rfind("llama.", 0) != 0) continue;
+    w.remove(key);
+    w.set(architecture + key.substr(5), value);
+  }
+  w.set_string("general.architecture", architecture);
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("each family reads with its traits: rope layout, q/k/v biases, per-head q/k norm") {
+  const ModelConfig llama = config_after([](GgufWriter&) {});
+  CHECK(llama.traits == find_architecture("llama"));
+  CHECK(llama.rope_layout == RopeLayout::Norm);
+  CHECK_FALSE(llama.has_qkv_bias);
+  CHECK_FALSE(llama.has_qk_norm);
+
+  const std::vector<uint8_t> qwen2_image = build_synthetic_gguf(synthetic_spec("qwen2-tiny"));
+  const auto qwen2_file = GgufFile::from_memory(qwen2_image, "qwen2.gguf");
+  const ModelConfig qwen2 = read_model_config(*qwen2_file);
+  CHECK(qwen2.architecture == "qwen2");
+  CHECK(qwen2.rope_layout == RopeLayout::Neox);
+  CHECK(qwen2.has_qkv_bias);
+  CHECK_FALSE(qwen2.has_qk_norm);
+  CHECK(qwen2.rms_eps == 1e-6f);
+  const LlamaWeights qwen2_weights = load_llama_weights(*qwen2_file, qwen2);
+  for (const LlamaLayerWeights& l : qwen2_weights.layers) {
+    CHECK(l.bias_q != nullptr);
+    CHECK(l.bias_k != nullptr);
+    CHECK(l.bias_v != nullptr);
+    CHECK(l.attn_q_norm == nullptr);
+  }
+
+  const std::vector<uint8_t> qwen3_image = build_synthetic_gguf(synthetic_spec("qwen3-tiny"));
+  const auto qwen3_file = GgufFile::from_memory(qwen3_image, "qwen3.gguf");
+  const ModelConfig qwen3 = read_model_config(*qwen3_file);
+  CHECK(qwen3.architecture == "qwen3");
+  CHECK(qwen3.rope_layout == RopeLayout::Neox);
+  CHECK_FALSE(qwen3.has_qkv_bias);
+  CHECK(qwen3.has_qk_norm);
+  // Qwen3's heads are wider than its embedding: head_dim comes from key_length, not n_embd / n_head.
+  CHECK(qwen3.n_embd == 192);
+  CHECK(qwen3.head_dim == 64);
+  CHECK(qwen3.q_dim() == 256);
+  CHECK(qwen3.tied_embeddings);
+  const LlamaWeights qwen3_weights = load_llama_weights(*qwen3_file, qwen3);
+  for (const LlamaLayerWeights& l : qwen3_weights.layers) {
+    CHECK(l.attn_q_norm != nullptr);
+    CHECK(l.attn_k_norm != nullptr);
+    CHECK(l.bias_q == nullptr);
+  }
+  // Every family falls back to a template the project has built in.
+  for (const char* name : {"llama", "qwen2", "qwen3"}) {
+    REQUIRE(find_architecture(name) != nullptr);
+    CHECK(find_architecture(name)->fallback_chat_template == "chatml");
+  }
+  CHECK(supported_architecture_list() == "llama, qwen2, qwen3");
+}
+
+TEST_CASE("a qwen3 file without its q/k norm gains is an Error naming the tensor; a qwen2 one without biases loads") {
+  GgufWriter qwen3 = relabelled_micro("qwen3");
+  const std::vector<uint8_t> qwen3_image = qwen3.to_bytes();
+  const auto qwen3_file = GgufFile::from_memory(qwen3_image, "qwen3.gguf");
+  const ModelConfig config = read_model_config(*qwen3_file);
+  CHECK(config.has_qk_norm);
+  try {
+    load_llama_weights(*qwen3_file, config);
+    FAIL_CHECK("a qwen3 file without attn_q_norm loaded");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("'blk.0.attn_q_norm.weight' is missing") != std::string::npos);
+  }
+  // llama.cpp's qwen2 loader takes the q/k/v biases as optional, and so does this one.
+  GgufWriter qwen2 = relabelled_micro("qwen2");
+  const std::vector<uint8_t> qwen2_image = qwen2.to_bytes();
+  const auto qwen2_file = GgufFile::from_memory(qwen2_image, "qwen2.gguf");
+  const ModelConfig qwen2_config = read_model_config(*qwen2_file);
+  CHECK_FALSE(qwen2_config.has_qkv_bias);
+  CHECK(qwen2_config.rope_layout == RopeLayout::Neox);
+  CHECK(load_llama_weights(*qwen2_file, qwen2_config).layers.size() == 2);
 }

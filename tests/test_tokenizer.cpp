@@ -22,6 +22,8 @@
 #include "common/warning.h"
 #include "model_loader/gguf.h"
 #include "model_loader/gguf_writer.h"
+#include "model_loader/synthetic_bpe.h"
+#include "model_loader/synthetic_model.h"
 #include "tokenizer/pre_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 #include "common/unicode.h"
@@ -719,6 +721,34 @@ TEST_CASE("the synthetic BPE file merges by rank and emits BOS/EOS per its flags
   CHECK(tokenizer.encode("hello", false, false) == std::vector<int32_t>{hell, o});
   CHECK_FALSE(tokenizer.add_bos());  // gpt-2 pre: no BOS by default
   CHECK(tokenizer.encode("hello", true, false) == std::vector<int32_t>{hell, o, tokenizer.eos_id()});
+}
+
+TEST_CASE("the synthetic Qwen-style BPE vocabulary: learned merges, Qwen's specials, byte-exact round trips") {
+  const SyntheticBpeVocab vocab = synthetic_bpe_vocab(800);
+  REQUIRE(vocab.tokens.size() == 800);
+  CHECK(vocab.merges.size() == 800 - 256 - 5);  // every merge learned a new token
+  CHECK(synthetic_bpe_vocab(800).merges == vocab.merges);  // deterministic
+  // Frequent English pieces are learned early, as in a trained vocabulary ("Ġ" is the byte-level space).
+  const auto rank_of = [&](const std::string& token) {
+    return std::find(vocab.tokens.begin(), vocab.tokens.end(), token) - vocab.tokens.begin();
+  };
+  CHECK(rank_of("\xC4\xA0the") < 300);
+  CHECK(vocab.tokens[static_cast<size_t>(vocab.im_end_id)] == "<|im_end|>");
+  CHECK(vocab.token_types[static_cast<size_t>(vocab.im_start_id)] == 3);
+  CHECK(vocab.token_types.back() == 4);  // </think>: user-defined
+  CHECK_THROWS_AS(synthetic_bpe_vocab(260), Error);
+
+  // The qwen2 pre-tokenizer over this vocabulary loses no byte of any text, special tokens included.
+  const std::vector<uint8_t> image = build_synthetic_gguf(synthetic_spec("qwen2-tiny"));
+  const auto file = GgufFile::from_memory(image, "qwen2-tiny.gguf");
+  const auto tokenizer = Tokenizer::from_gguf(*file);
+  for (const std::string text : {std::string("The end of the story. 12345 caf\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC\n\n  x"),
+                                 std::string("<|im_start|>user\nHi<|im_end|>\n<think>\n</think>")}) {
+    CAPTURE(text);
+    CHECK(tokenizer->decode(tokenizer->encode(text, false, true), true) == text);
+  }
+  CHECK(tokenizer->encode("<|im_start|>", false, true) == std::vector<int32_t>{vocab.im_start_id});
+  CHECK(tokenizer->is_end_of_generation(vocab.im_end_id));
 }
 
 TEST_CASE("a 1 MB single-line input is encoded without quadratic blow-up") {

@@ -1,5 +1,7 @@
 // Acceptance for the tokenizers: every vocabulary in shared/tokenizer-tests encodes every one of its test strings
-// to exactly the ids llama.cpp produced (the .out files), with add_special = false and parse_special = false.
+// to exactly the ids llama.cpp produced (the .out files), with add_special = false and parse_special = false; the
+// Qwen-style byte-level BPE vocabulary of the synthetic qwen models encodes every string of tests/golden/tokenizer
+// to llama.cpp's ids with parse_special off and on, and renders every id as llama.cpp does.
 // The expected ids are read from the files; none are written here.
 #include <doctest/doctest.h>
 
@@ -13,7 +15,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <nlohmann/json.hpp>
+
 #include "model_loader/gguf.h"
+#include "synthetic_golden.h"
 #include "tokenizer/tokenizer.h"
 
 namespace {
@@ -112,4 +117,60 @@ TEST_CASE("every tokenizer test vector in shared/tokenizer-tests encodes to llam
               inputs.size(), " match");
     }
   }
+}
+
+namespace {
+
+std::string hex_of(const std::string& bytes) {
+  std::string out;
+  for (unsigned char c : bytes) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the Qwen-style BPE vocabulary tokenizes and renders exactly as llama.cpp does") {
+  const std::filesystem::path path =
+      std::filesystem::path(PAGEDLLM_SOURCE_DIR) / "tests" / "golden" / "tokenizer" / "qwen2-tiny-bpe.json";
+  const nlohmann::json golden = nlohmann::json::parse(read_file(path));
+  INFO("golden file " << path.filename().string() << " (" << golden.at("reference").get<std::string>() << ")");
+  const std::vector<uint8_t> bytes = pagedllm::test::synthetic_golden_model(golden);
+  const auto file = pagedllm::GgufFile::from_memory(bytes, golden.at("model").get<std::string>() + ".gguf");
+  const auto tokenizer = pagedllm::Tokenizer::from_gguf(*file);
+  CHECK(tokenizer->model_name() == "gpt2");
+  CHECK(tokenizer->pre_tokenizer_name() == "qwen2");
+  CHECK_FALSE(tokenizer->add_bos());
+
+  size_t passed = 0, with_special = 0;
+  const auto& cases = golden.at("cases");
+  REQUIRE(cases.size() >= 100);
+  for (const auto& test_case : cases) {
+    const std::string text = test_case.at("text");
+    const bool parse_special = test_case.at("parse_special");
+    const std::vector<int32_t> expected = test_case.at("ids");
+    const std::vector<int32_t> ids = tokenizer->encode(text, /*add_special=*/true, parse_special);
+    CHECK_MESSAGE(ids == expected, "'", printable(text), "' parse_special ", parse_special, "\n  got      [",
+                  fmt::format("{}", fmt::join(ids, " ")), "]\n  expected [",
+                  fmt::format("{}", fmt::join(expected, " ")), "]");
+    if (ids == expected) ++passed;
+    if (parse_special && ids.size() < tokenizer->encode(text, true, false).size()) ++with_special;
+  }
+  // The strings must reach the special-token path: control tokens cut out only with parse_special.
+  CHECK(with_special >= 3);
+
+  const auto& pieces = golden.at("pieces_hex");
+  const auto& special_pieces = golden.at("special_pieces_hex");
+  REQUIRE(static_cast<int32_t>(pieces.size()) == tokenizer->n_vocab());
+  REQUIRE(static_cast<int32_t>(special_pieces.size()) == tokenizer->n_vocab());
+  int32_t pieces_equal = 0;
+  for (int32_t id = 0; id < tokenizer->n_vocab(); ++id) {
+    const std::string piece = hex_of(tokenizer->token_to_piece(id, false));
+    const std::string special = hex_of(tokenizer->token_to_piece(id, true));
+    CHECK_MESSAGE(piece == pieces.at(static_cast<size_t>(id)).get<std::string>(), "piece of id ", id);
+    CHECK_MESSAGE(special == special_pieces.at(static_cast<size_t>(id)).get<std::string>(),
+                  "piece of id ", id, " with special tokens rendered");
+    if (piece == pieces.at(static_cast<size_t>(id)).get<std::string>()) ++pieces_equal;
+  }
+  MESSAGE("qwen2-tiny BPE vocabulary: ", passed, "/", cases.size(), " encodings and ", pieces_equal, "/",
+          tokenizer->n_vocab(), " pieces equal to llama.cpp's");
 }
