@@ -12,6 +12,7 @@
 #include "engine/devices.h"
 #include "model_loader/gguf.h"
 #include "model_loader/model_config.h"
+#include "tensor/kv_dtype.h"
 
 namespace pagedllm::cli {
 namespace {
@@ -184,7 +185,15 @@ void run_info(const InfoOptions& options) {
                c.rope_scaling == RopeScaling::None ? "" : fmt::format(" (freq_scale {})", c.rope_freq_scale),
                c.has_rope_freqs ? ", rope_freqs factors" : "");
     fmt::print("  embeddings: {}\n", c.tied_embeddings ? "tied (output uses token_embd.weight)" : "separate output.weight");
-    fmt::print("  KV cache: {} per token (F16)\n", human_bytes(static_cast<uint64_t>(c.kv_bytes_per_token(2))));
+    // Per --kv-type: a K and a V row per layer and KV head (quantized types only where heads are whole blocks).
+    std::string per_type;
+    for (KvDtype dtype : {KvDtype::F16, KvDtype::F32, KvDtype::Q8_0, KvDtype::Q4_0}) {
+      if (c.head_dim % kv_dtype_block_elements(dtype) != 0) continue;
+      const uint64_t bytes = 2 * static_cast<uint64_t>(c.n_layer) * static_cast<uint64_t>(c.n_head_kv) *
+                             kv_row_bytes(dtype, static_cast<int>(c.head_dim));
+      per_type += fmt::format("{}{} {}", per_type.empty() ? "" : ", ", kv_dtype_name(dtype), human_bytes(bytes));
+    }
+    fmt::print("  KV cache per token: {}\n", per_type);
   } else {
     fmt::print("config:          unavailable: {}\n", config_error);
   }

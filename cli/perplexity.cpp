@@ -145,7 +145,7 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--block-size", g.block_size, "Tokens per KV cache block")->capture_default_str();
   cmd->add_option("--kv-mem", g.kv_mem, "Memory for the K/V pools, e.g. 512M (default: enough for the chunks "
                                         "evaluated together)");
-  cmd->add_option("--kv-type", g.kv_type, "Element type of the K/V cache: f16 or f32")
+  cmd->add_option("--kv-type", g.kv_type, "Element type of the K/V cache: f16, f32, q8_0 or q4_0")
       ->capture_default_str();
   cmd->add_option("--device", g.device, "Where the model runs: cpu, cuda, or auto (cuda when a device is present)")
       ->capture_default_str();
