@@ -324,3 +324,17 @@ TEST_CASE("pagedllm perplexity: an empty, too short or missing text and bad flag
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
   }
 }
+
+TEST_CASE("pagedllm perplexity --progress on draws on stderr only: stdout is the same as without it") {
+  const std::string args = "perplexity -m " + shell_quote(pagedllm::test::kStoriesPath) + " -f " + shell_quote(kText) +
+                           " -c 64 -b 40 --chunks 3 -t 2 --progress ";
+  const auto plain = run_pagedllm(args + "off");
+  const auto drawn = run_pagedllm(args + "on");
+  REQUIRE(plain.exit_code == 0);
+  REQUIRE(drawn.exit_code == 0);
+  CHECK(drawn.out == plain.out);
+  CHECK(std::count(plain.out.begin(), plain.out.end(), '\n') == 4);  // [1] [2] [3] and the final estimate
+  CHECK(plain.err.find("192/192 tokens") == std::string::npos);
+  CHECK(drawn.err.find("perplexity: 192/192 tokens (100%)") != std::string::npos);
+  CHECK(drawn.err.find("\r\033[K") != std::string::npos);
+}
