@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   pagedllm::cli::add_chat_command(app);
   pagedllm::cli::add_batch_command(app);
   pagedllm::cli::add_bench_command(app);
+  pagedllm::cli::add_perplexity_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -165,13 +165,15 @@ double stddev(const std::vector<double>& v) {
 BenchRecord make_record(const Model& model, const std::string& model_path, const EngineSettings& e,
                         const BenchCase& c, const BenchMeasurement& m, ModelRunner& runner, const MachinePeaks& peaks,
                         const std::string& gpu_info) {
-  std::vector<double> samples_ns, samples_ts, gb_s, gflop_s, bytes_per_token;
+  std::vector<double> samples_ns, samples_ts, gb_s, gflop_s, bytes_per_token, kv_bytes_per_token;
   for (const BenchSample& s : m.samples) {
     samples_ns.push_back(s.seconds * 1e9);
     samples_ts.push_back(s.seconds > 0 ? static_cast<double>(s.tokens) / s.seconds : 0.0);
     gb_s.push_back(s.seconds > 0 ? static_cast<double>(s.bytes) / s.seconds / 1e9 : 0.0);
     gflop_s.push_back(s.seconds > 0 ? s.flops / s.seconds / 1e9 : 0.0);
     bytes_per_token.push_back(s.tokens > 0 ? static_cast<double>(s.bytes) / static_cast<double>(s.tokens) : 0.0);
+    kv_bytes_per_token.push_back(s.tokens > 0 ? static_cast<double>(s.kv_bytes) / static_cast<double>(s.tokens)
+                                              : 0.0);
   }
   const bool cuda = runner.backend_name() == "cuda";
   BenchRecord r;
@@ -212,6 +214,8 @@ BenchRecord make_record(const Model& model, const std::string& model_path, const
   r["prefix_cache"] = e.prefix_cache;
   r["device"] = runner.backend_name();
   r["bytes_per_token"] = mean(bytes_per_token);
+  r["kv_bytes_per_token"] = mean(kv_bytes_per_token);  // K/V read per token (each token reads its context)
+  r["kv_bytes_per_cached_token"] = runner.kv_bytes_per_token();  // one token's K and V rows in every layer
   r["achieved_gb_s"] = mean(gb_s);
   r["peak_gb_s"] = peaks.bandwidth_gb_s;
   r["peak_gb_s_source"] = peaks.bandwidth_source;
@@ -339,7 +343,7 @@ void run_bench(const BenchOptions& o) {
   const std::vector<std::string> prefix_caches = parse_word_list(o.prefix_cache, "--prefix-cache");
   const std::vector<std::string> devices = parse_word_list(o.device, "--device");
   for (const std::string& t : kv_types) {
-    if (t != "f16" && t != "f32") fail("--kv-type '{}' is not supported (use f16 or f32)", t);
+    if (!parse_kv_dtype(t)) fail("--kv-type '{}' is not supported (use {})", t, kKvDtypeNames);
   }
   for (const std::string& l : layouts) {
     if (l != "paged" && l != "contiguous") fail("--kv-layout '{}' is not one of paged, contiguous", l);
@@ -420,7 +424,7 @@ void run_bench(const BenchOptions& o) {
                   rc.n_ctx = static_cast<int>(longest);
                   rc.n_seq_hint = most_parallel;
                   rc.n_threads = n_threads;
-                  rc.kv_dtype = kv_type == "f32" ? KvDtype::F32 : KvDtype::F16;
+                  rc.kv_dtype = *parse_kv_dtype(kv_type);
                   rc.device = device;
                   SchedulerConfig sc;
                   sc.max_seqs = most_parallel;
@@ -508,7 +512,8 @@ void add_bench_command(CLI::App& app) {
             ->capture_default_str();
         cmd.add_flag("--progress", o->progress, "Say on stderr which test runs");
         cmd.add_option("--block-size", o->block_size, "KV cache block sizes")->capture_default_str();
-        cmd.add_option("--kv-type", o->kv_type, "KV cache element types: f16, f32")->capture_default_str();
+        cmd.add_option("--kv-type", o->kv_type, "KV cache element types: f16, f32, q8_0, q4_0")
+            ->capture_default_str();
         cmd.add_option("--kv-layout", o->kv_layout, "paged, contiguous")->capture_default_str();
         cmd.add_option("--prefix-cache", o->prefix_cache, "on, off")->capture_default_str();
         cmd.add_option("--device", o->device, "cpu, cuda, auto")->capture_default_str();

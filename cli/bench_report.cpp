@@ -145,7 +145,7 @@ std::string render_bench(const std::vector<BenchRecord>& records, const std::str
   for (const auto& column : swept) header.emplace_back(column.second);
   for (const char* h : {"test", "t/s"}) header.emplace_back(h);
   if (parallel) header.emplace_back("t/s per seq");
-  for (const char* h : {"MB/token", "GB/s", "% BW", "GFLOP/s", "% FLOP", "KV MiB", "blocks", "waste"}) {
+  for (const char* h : {"MB/token", "KV MB/token", "GB/s", "% BW", "GFLOP/s", "% FLOP", "KV MiB", "blocks", "waste"}) {
     header.emplace_back(h);
   }
   if (!compare_label.empty()) header.push_back("vs " + compare_label);
@@ -160,6 +160,7 @@ std::string render_bench(const std::vector<BenchRecord>& records, const std::str
     row.push_back(fmt::format("{:.2f} ± {:.2f}", number(r, "avg_ts"), number(r, "stddev_ts")));
     if (parallel) row.push_back(fmt::format("{:.2f}", number(r, "avg_ts_per_sequence")));
     row.push_back(fmt::format("{:.2f}", number(r, "bytes_per_token") / 1e6));
+    row.push_back(fmt::format("{:.3f}", number(r, "kv_bytes_per_token") / 1e6));
     row.push_back(fmt::format("{:.2f}", number(r, "achieved_gb_s")));
     row.push_back(percent(r, "bandwidth_percent"));
     row.push_back(fmt::format("{:.1f}", number(r, "achieved_gflop_s")));

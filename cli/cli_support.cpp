@@ -155,7 +155,9 @@ void add_generation_flags(CLI::App& cmd, GenerationFlags& flags) {
   cmd.add_option("-c,--ctx-size", flags.n_ctx, "Most tokens one sequence may hold (default: the model's context)");
   cmd.add_option("--block-size", flags.block_size, "Tokens per KV cache block")->capture_default_str();
   cmd.add_option("--kv-mem", flags.kv_mem, "Memory for the K/V pools, e.g. 512M (default: enough for the context)");
-  cmd.add_option("--kv-type", flags.kv_type, "Element type of the K/V cache: f16 or f32")->capture_default_str();
+  cmd.add_option("--kv-type", flags.kv_type, "Element type of the K/V cache: f16, f32, q8_0 or q4_0 (the "
+                                             "quantized types need a head size that is a multiple of 32)")
+      ->capture_default_str();
   cmd.add_option("--device", flags.device, "Where the model runs: cpu, cuda, or auto (cuda when a device is present)")
       ->capture_default_str();
 }
@@ -179,12 +181,13 @@ RunnerConfig runner_config_from_flags(const GenerationFlags& flags) {
   config.n_ctx = flags.n_ctx;
   config.block_size = flags.block_size;
   if (!flags.kv_mem.empty()) config.kv_mem_bytes = parse_byte_size(flags.kv_mem, "--kv-mem");
-  if (flags.kv_type == "f16") config.kv_dtype = KvDtype::F16;
-  else if (flags.kv_type == "f32") config.kv_dtype = KvDtype::F32;
-  else fail("--kv-type '{}' is not supported (use f16 or f32)", flags.kv_type);
+  const std::optional<KvDtype> kv_dtype = parse_kv_dtype(flags.kv_type);
+  if (!kv_dtype) fail("--kv-type '{}' is not supported (use one of {})", flags.kv_type, kKvDtypeNames);
+  config.kv_dtype = *kv_dtype;
   config.device = resolve_device(flags.device);
-  // The CUDA pools are f16 only: an explicit --kv-type f32 keeps an unspecified device on the CPU.
-  if (flags.device == "auto" && config.kv_dtype == KvDtype::F32) config.device = DeviceKind::Cpu;
+  // The CUDA pools are f16 only: any other --kv-type keeps an unspecified device on the CPU (an explicit
+  // --device cuda with one is refused by the CUDA backend, naming the flag).
+  if (flags.device == "auto" && config.kv_dtype != KvDtype::F16) config.device = DeviceKind::Cpu;
   return config;
 }
 

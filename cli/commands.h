@@ -12,5 +12,6 @@ void add_template_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_batch_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_perplexity_command(CLI::App& app);
 
 }  // namespace pagedllm::cli

@@ -12,6 +12,7 @@
 #include "engine/devices.h"
 #include "model_loader/gguf.h"
 #include "model_loader/model_config.h"
+#include "tensor/kv_dtype.h"
 
 namespace pagedllm::cli {
 namespace {
@@ -187,7 +188,15 @@ void run_info(const InfoOptions& options) {
     fmt::print("  attention: q/k/v bias {}, per-head q/k RMSNorm {}\n", c.has_qkv_bias ? "yes" : "no",
                c.has_qk_norm ? "yes (before RoPE)" : "no");
     fmt::print("  embeddings: {}\n", c.tied_embeddings ? "tied (output uses token_embd.weight)" : "separate output.weight");
-    fmt::print("  KV cache: {} per token (F16)\n", human_bytes(static_cast<uint64_t>(c.kv_bytes_per_token(2))));
+    // Per --kv-type: a K and a V row per layer and KV head (quantized types only where heads are whole blocks).
+    std::string per_type;
+    for (KvDtype dtype : {KvDtype::F16, KvDtype::F32, KvDtype::Q8_0, KvDtype::Q4_0}) {
+      if (c.head_dim % kv_dtype_block_elements(dtype) != 0) continue;
+      const uint64_t bytes = 2 * static_cast<uint64_t>(c.n_layer) * static_cast<uint64_t>(c.n_head_kv) *
+                             kv_row_bytes(dtype, static_cast<int>(c.head_dim));
+      per_type += fmt::format("{}{} {}", per_type.empty() ? "" : ", ", kv_dtype_name(dtype), human_bytes(bytes));
+    }
+    fmt::print("  KV cache per token: {}\n", per_type);
   } else {
     fmt::print("config:          unavailable: {}\n", config_error);
   }

@@ -89,6 +89,8 @@ BenchSample Benchmark::run_once(const BenchCase& c, uint64_t seed) {
   sample.bytes = (after.prefill_bytes - before.prefill_bytes) +
                  (after.decode_weight_bytes - before.decode_weight_bytes) +
                  (after.decode_kv_bytes - before.decode_kv_bytes);
+  sample.kv_bytes = (after.prefill_kv_bytes - before.prefill_kv_bytes) +
+                    (after.decode_kv_bytes - before.decode_kv_bytes);
   sample.flops = (after.prefill_flops - before.prefill_flops) + (after.decode_flops - before.decode_flops);
   sample.decode_steps = after.decode_steps - before.decode_steps;
   return sample;

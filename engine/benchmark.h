@@ -28,6 +28,7 @@ struct BenchSample {
   double seconds = 0;
   int64_t tokens = 0;       // over all sequences
   uint64_t bytes = 0;       // weights once per forward + each sequence's K/V once per forward
+  uint64_t kv_bytes = 0;    // of those, the K/V (in the pool's element type: what --kv-type changes)
   double flops = 0;
   int64_t decode_steps = 0;
 };

@@ -40,7 +40,10 @@ ModelRunner::ModelRunner(const Model& model, const RunnerConfig& config) : model
   if (config.n_ctx < 0) fail("-c {} must be positive (or 0 for the model's training context)", config.n_ctx);
   n_ctx_ = context_length_for(c, config.n_ctx);
   n_threads_ = config.n_threads > 0 ? config.n_threads : default_thread_count();
-  kv_bytes_per_token_ = static_cast<uint64_t>(c.kv_bytes_per_token(static_cast<int>(kv_dtype_size(config.kv_dtype))));
+  if (c.head_dim % kv_dtype_block_elements(config.kv_dtype) != 0) {
+    fail("--kv-type {} stores each K/V row in blocks of {} elements, but this model's heads have {} (head_dim); "
+         "use f16 or f32", kv_dtype_name(config.kv_dtype), kv_dtype_block_elements(config.kv_dtype), c.head_dim);
+  }
 
   KvGeometry kv;
   kv.n_layer = static_cast<int>(c.n_layer);
@@ -48,6 +51,8 @@ ModelRunner::ModelRunner(const Model& model, const RunnerConfig& config) : model
   kv.head_dim = static_cast<int>(c.head_dim);
   kv.block_size = config.block_size;
   kv.dtype = config.kv_dtype;
+  // A K and a V row per layer and KV head, in the pool's real bytes (a quantized row is its blocks, scales included).
+  kv_bytes_per_token_ = 2 * static_cast<uint64_t>(c.n_layer) * kv.slot_bytes();
   const uint64_t block_bytes = kv.block_bytes();
   const int64_t blocks_per_context = (static_cast<int64_t>(n_ctx_) + config.block_size - 1) / config.block_size;
   int64_t num_blocks = 0;
@@ -150,6 +155,7 @@ std::span<const float> ModelRunner::run(const ForwardBatch& batch, const std::ve
   } else {
     counters_.prefill_flops += flops;
     counters_.prefill_bytes += model_.weights.bytes_per_step + kv_tokens_read * kv_bytes_per_token_;
+    counters_.prefill_kv_bytes += kv_tokens_read * kv_bytes_per_token_;
     counters_.prefill_tokens += batch.n_tokens();
     counters_.prefill_seconds += seconds;
   }

@@ -49,6 +49,7 @@ struct RunnerCounters {
   uint64_t decode_weight_bytes = 0;  // weights read by decode steps (once per step)
   uint64_t decode_kv_bytes = 0;      // K/V read by decode steps (every cached token of every sequence)
   uint64_t prefill_bytes = 0;        // weights once per prefill step + the K/V each sequence's context holds
+  uint64_t prefill_kv_bytes = 0;     // of those, the K/V
   double prefill_flops = 0;          // arithmetic of prefill steps (engine/llama_forward.h: forward_flops)
   double decode_flops = 0;
   int64_t forwards = 0;

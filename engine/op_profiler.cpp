@@ -95,7 +95,8 @@ void ProfilingBackend::write_kv(int layer, const float* k, const float* v) {
   const KvGeometry& g = inner_->kv_geometry();
   const double n = batch_ != nullptr ? batch_->n_tokens() : 0;
   const double elements = 2.0 * n * g.n_head_kv * g.head_dim;
-  timed("write K/V", elements * (4.0 + static_cast<double>(kv_dtype_size(g.dtype))), 0,
+  const double stored_bytes_per_element = static_cast<double>(kv_row_bytes(g.dtype, g.head_dim)) / g.head_dim;
+  timed("write K/V", elements * (4.0 + stored_bytes_per_element), 0,
         [&] { inner_->write_kv(layer, k, v); });
 }
 
@@ -110,7 +111,7 @@ void ProfilingBackend::attention(int layer, float* q, float* out, const Attentio
     }
   }
   const double n = batch_ != nullptr ? batch_->n_tokens() : 0;
-  const double bytes = 2.0 * kv_rows * g.n_head_kv * g.head_dim * static_cast<double>(kv_dtype_size(g.dtype)) +
+  const double bytes = 2.0 * kv_rows * static_cast<double>(g.slot_bytes()) +
                        8.0 * n * params.n_head * params.head_dim;
   const double flops = 4.0 * params.n_head * params.head_dim * keys_seen;
   timed("attention", bytes, flops, [&] { inner_->attention(layer, q, out, params); });

@@ -125,7 +125,8 @@ void Scheduler::submit(GenerationRequest request, TokenSink* sink) {
     error = fmt::format("max_tokens = {} must be a positive number of tokens", request.max_tokens);
   } else if (request.prompt.empty()) {
     error = "the prompt is empty and the model adds no BOS token: nothing to condition on";
-  } else if (n_prompt >= max_sequence_tokens_) {
+  } else if (n_prompt > max_sequence_tokens_ || (n_prompt == max_sequence_tokens_ && request.max_tokens != 0)) {
+    // A request that only scores its prompt (max_tokens 0) may fill the sequence: nothing comes after it.
     error = fmt::format("the prompt is {} tokens, which leaves no room to generate: a sequence may hold at most {} "
                         "tokens ({})", n_prompt, max_sequence_tokens_,
                         cache_bound_ ? "the whole KV cache; raise --kv-mem" : "the context; raise -c");

@@ -33,9 +33,11 @@ std::string StatsReport::to_text() const {
                    per_second(static_cast<double>(t.generated_tokens), t.generation_seconds), t.time_to_first_token);
   const CacheStats& c = cache;
   s += fmt::format("cache:     block size {}; blocks used {}/{} (peak {}); tokens stored {} (logical {}); wasted "
-                   "slots {} ({:.1f}%); shared blocks {}; copy-on-write copies {}; K/V pools {}\n",
+                   "slots {} ({:.1f}%); shared blocks {}; copy-on-write copies {}; K/V pools {} ({}, {} bytes per "
+                   "token)\n",
                    c.block_size, c.blocks_used, c.blocks_total, c.peak_blocks_used, c.tokens_stored, c.tokens_logical,
-                   c.slots_wasted, c.waste_percent(), c.blocks_shared, c.cow_copies, mib(kv_pool_bytes));
+                   c.slots_wasted, c.waste_percent(), c.blocks_shared, c.cow_copies, mib(kv_pool_bytes), kv_type,
+                   kv_bytes_per_token);
   if (c.prefix_queries > 0) {
     s += fmt::format("prefix:    {} of {} prompt blocks reused ({:.1f}%), {} tokens not recomputed\n", c.prefix_hits,
                      c.prefix_queries, 100.0 * c.prefix_hit_rate(), c.prefix_hit_tokens);
@@ -72,7 +74,8 @@ nlohmann::json StatsReport::to_json() const {
                  {"slots_wasted", c.slots_wasted}, {"waste_percent", c.waste_percent()},
                  {"blocks_shared", c.blocks_shared}, {"cow_copies", c.cow_copies},
                  {"prefix_queries", c.prefix_queries}, {"prefix_hits", c.prefix_hits},
-                 {"prefix_hit_tokens", c.prefix_hit_tokens}, {"kv_pool_bytes", kv_pool_bytes}}},
+                 {"prefix_hit_tokens", c.prefix_hit_tokens}, {"kv_pool_bytes", kv_pool_bytes},
+                 {"kv_type", kv_type}}},
       {"bandwidth", {{"bytes_per_generated_token", bytes_per_generated_token()},
                      {"weight_bytes_per_step", weight_bytes_per_step}, {"kv_bytes_per_token", kv_bytes_per_token},
                      {"achieved_gb_s", achieved_gb_s()}, {"peak_gb_s", peak_gb_s},
@@ -92,6 +95,7 @@ StatsReport make_stats_report(ModelRunner& runner, const CacheStats& cache, cons
   r.weight_bytes_per_step = runner.model().weights.bytes_per_step;
   r.kv_bytes_per_token = runner.kv_bytes_per_token();
   r.kv_pool_bytes = runner.kv_pool_bytes();
+  r.kv_type = std::string(kv_dtype_name(runner.config().kv_dtype));
   r.backend = runner.backend_name();
   r.n_threads = runner.n_threads();
   const MachinePeaks peaks = runner.peaks(/*with_compute=*/false);

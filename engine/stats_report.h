@@ -24,6 +24,7 @@ struct StatsReport {
   uint64_t weight_bytes_per_step = 0;
   uint64_t kv_bytes_per_token = 0;
   uint64_t kv_pool_bytes = 0;
+  std::string kv_type;            // the pools' element type (f16, f32, q8_0, q4_0)
   double peak_gb_s = 0;           // the device's peak (CPU: measured by the streaming probe)
   std::string peak_source;        // how the peak was obtained
   std::string backend;

@@ -69,10 +69,11 @@ struct KvGeometry {
   int block_size = 0;
   KvDtype dtype = KvDtype::F16;
 
+  // Bytes of one slot (one token) in one layer's K or V pool: a row of head_dim per KV head.
+  size_t slot_bytes() const { return static_cast<size_t>(n_head_kv) * kv_row_bytes(dtype, head_dim); }
   // Bytes one block takes across all layers, K and V together.
   size_t block_bytes() const {
-    return 2 * static_cast<size_t>(n_layer) * static_cast<size_t>(block_size) * static_cast<size_t>(n_head_kv) *
-           static_cast<size_t>(head_dim) * kv_dtype_size(dtype);
+    return 2 * static_cast<size_t>(n_layer) * static_cast<size_t>(block_size) * slot_bytes();
   }
   size_t pool_bytes() const { return block_bytes() * static_cast<size_t>(num_blocks); }
 };

@@ -32,6 +32,33 @@ PAGEDLLM_HD inline void quantize_block_q8_0(const float* x /* [32] */, BlockQ8_0
   for (int j = 0; j < 32; ++j) out.qs[j] = static_cast<int8_t>(round_to_nearest_int(x[j] * inverse));
 }
 
+// x[32] -> Q4_0, as llama.cpp's CPU path stores K/V rows of that type: the signed value of largest magnitude (the
+// first on ties) maps to level 0, d = max / -8 (f32, stored as f16), and each q = min(15, floor(x / d + 8.5)), the
+// inverse taken from the f32 d. (The weight quantizer in quantize.h rounds against the f16 d instead; K/V rows are
+// written at run time by this rule so that both engines hold the same nibbles.)
+PAGEDLLM_HD inline void quantize_block_q4_0(const float* x /* [32] */, BlockQ4_0& out) {
+  float amax = 0.0f;
+  float signed_max = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    const float magnitude = absolute_value(x[j]);
+    if (magnitude > amax) {
+      amax = magnitude;
+      signed_max = x[j];
+    }
+  }
+  const float d = signed_max / -8.0f;
+  const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+  out.d = f32_to_fp16(d);
+  auto level = [inverse](float value) {
+    const float shifted = value * inverse + 8.5f;  // in [0.5, 16.5] for finite input
+    if (!(shifted >= 0.0f)) return 0;               // NaN: a defined level rather than an undefined conversion
+    return shifted >= 15.0f ? 15 : static_cast<int>(shifted);
+  };
+  for (int j = 0; j < 16; ++j) {
+    out.qs[j] = static_cast<uint8_t>(level(x[j]) | (level(x[j + 16]) << 4));
+  }
+}
+
 // x[32] -> Q8_1: as Q8_0, plus s = f16(d · Σq) with the unrounded f32 d.
 PAGEDLLM_HD inline void quantize_block_q8_1(const float* x /* [32] */, BlockQ8_1& out) {
   const float amax = max_absolute_value(x, 32);

@@ -14,6 +14,7 @@
 #include "engine/kv_cache.h"
 #include "kernels/cpu/kv_pool.h"
 #include "tensor/float16.h"
+#include "tensor/quant_blocks.h"
 
 using namespace pagedllm;
 
@@ -449,7 +450,7 @@ TEST_CASE("KvPool writes through the slot mapping, widens F16 exactly, and copie
     const KvGeometry shape{3, 2, 8, 5, 4, dtype};  // 3 layers, 2 KV heads of 8, 5 blocks of 4
     KvPool pool(shape);
     CHECK(pool.size_bytes() == shape.block_bytes() * 5);
-    CHECK(pool.size_bytes() == static_cast<size_t>(2 * 3 * 5 * 4 * row) * kv_dtype_size(dtype));
+    CHECK(pool.size_bytes() == kv_row_bytes(dtype, 2 * 3 * 5 * 4 * row));
 
     std::mt19937 rng(7);
     std::normal_distribution<float> normal(0.0f, 2.0f);
@@ -482,6 +483,84 @@ TEST_CASE("KvPool writes through the slot mapping, widens F16 exactly, and copie
   }
 }
 
+// Q8_0 / Q4_0 written by ggml's rules, decoded with the plain formulas: the reference a quantized pool must match.
+float q8_0_element(const float* x /* [32] */, int j) {
+  float amax = 0.0f;
+  for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float d = fp16_to_f32(f32_to_fp16(amax / 127.0f));
+  const float inverse = amax != 0.0f ? 127.0f / amax : 0.0f;
+  return static_cast<float>(std::nearbyint(x[j] * inverse)) * d;
+}
+float q4_0_element(const float* x /* [32] */, int j) {
+  float amax = 0.0f, signed_max = 0.0f;
+  for (int i = 0; i < 32; ++i) {
+    if (std::fabs(x[i]) > amax) {
+      amax = std::fabs(x[i]);
+      signed_max = x[i];
+    }
+  }
+  const float d = signed_max / -8.0f;
+  const float inverse = d != 0.0f ? 1.0f / d : 0.0f;
+  const int level = std::min(15, static_cast<int>(std::floor(x[j] * inverse + 8.5f)));
+  return static_cast<float>(level - 8) * fp16_to_f32(f32_to_fp16(d));
+}
+
+TEST_CASE("a quantized KvPool stores each head's row as blocks of 32, decodes them exactly, and copies blocks") {
+  for (const KvDtype dtype : {KvDtype::Q8_0, KvDtype::Q4_0}) {
+    CAPTURE(kv_dtype_name(dtype));
+    const int n_head_kv = 3, head_dim = 96, row = n_head_kv * head_dim;  // three blocks per head: odd on purpose
+    const KvGeometry shape{2, n_head_kv, head_dim, 6, 5, dtype};       // 2 layers, 6 blocks of 5
+    KvPool pool(shape);
+    const size_t block_bytes = dtype == KvDtype::Q8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0);
+    CHECK(kv_row_bytes(dtype, head_dim) == 3 * block_bytes);
+    CHECK(pool.size_bytes() == static_cast<size_t>(2 * 2 * 6 * 5 * n_head_kv * 3) * block_bytes);
+    CHECK(pool.size_bytes() == shape.block_bytes() * 6);
+
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    std::vector<float> k(static_cast<size_t>(4 * row)), v(k.size());  // [4 tokens, n_head_kv, head_dim]
+    for (auto& x : k) x = normal(rng);
+    for (auto& x : v) x = normal(rng);
+    k[5] = 0.0f;                                        // a zero among others
+    std::fill(v.begin() + 32, v.begin() + 64, 0.0f);    // an all-zero block: scale 0, decodes to 0
+    const std::vector<int32_t> slots = {29, 0, 7, 13};
+    pool.write(1, k.data(), v.data(), slots);
+
+    auto expected = [&](const std::vector<float>& x, size_t t, int i) {
+      const float* block = x.data() + t * static_cast<size_t>(row) + static_cast<size_t>(i / 32 * 32);
+      return dtype == KvDtype::Q8_0 ? q8_0_element(block, i % 32) : q4_0_element(block, i % 32);
+    };
+    std::vector<float> read(static_cast<size_t>(row));  // [n_head_kv, head_dim]
+    double worst_k = 0;
+    for (size_t t = 0; t < slots.size(); ++t) {
+      pool.read_k(1, slots[t], read.data());
+      for (int i = 0; i < row; ++i) {
+        CHECK(read[static_cast<size_t>(i)] == expected(k, t, i));
+        worst_k = std::max(worst_k, double(std::fabs(read[static_cast<size_t>(i)] - k[t * row + static_cast<size_t>(i)])));
+      }
+      pool.read_v(1, slots[t], read.data());
+      for (int i = 0; i < row; ++i) CHECK(read[static_cast<size_t>(i)] == expected(v, t, i));
+    }
+    pool.read_v(1, slots[0], read.data());
+    for (int i = 32; i < 64; ++i) CHECK(read[static_cast<size_t>(i)] == 0.0f);
+    // The rounding is what the format allows: half a step of amax/127 (Q8_0), about one of amax/8 (Q4_0).
+    CHECK(worst_k < (dtype == KvDtype::Q8_0 ? 0.1 : 2.5));
+
+    // Slot 7 is block 1, offset 2: copy block 1 to block 4 (every layer) and find the same bytes at slot 22.
+    pool.apply_copies(std::vector<BlockCopy>{{1, 4}});
+    std::vector<float> copied(read.size());
+    pool.read_k(1, 7, read.data());
+    pool.read_k(1, 22, copied.data());
+    CHECK(read == copied);
+    pool.read_v(1, 7, read.data());
+    pool.read_v(1, 22, copied.data());
+    CHECK(read == copied);
+  }
+  // A head that is not a whole number of blocks cannot be stored.
+  CHECK_THROWS_WITH_AS(KvPool(KvGeometry{1, 2, 48, 2, 4, KvDtype::Q8_0}), doctest::Contains("head_dim 48"), Error);
+  CHECK_THROWS_WITH_AS(KvPool(KvGeometry{1, 2, 8, 2, 4, KvDtype::Q4_0}), doctest::Contains("head_dim 8"), Error);
+}
+
 TEST_CASE("the block budget helper and bad pool shapes") {
   const KvGeometry shape{30, 3, 64, 0, 16, KvDtype::F16};  // SmolLM2-135M
   const size_t per_block = shape.block_bytes();
@@ -491,6 +570,14 @@ TEST_CASE("the block budget helper and bad pool shapes") {
   KvGeometry f32 = shape;
   f32.dtype = KvDtype::F32;
   CHECK(kv_blocks_for_budget(per_block * 10, f32) == 5);
+  // Q8_0 is 34 bytes per 32 elements, Q4_0 18: 17/32 and 9/32 of F16's bytes, so that many more blocks fit.
+  KvGeometry q8 = shape, q4 = shape;
+  q8.dtype = KvDtype::Q8_0;
+  q4.dtype = KvDtype::Q4_0;
+  CHECK(q8.block_bytes() * 32 == per_block * 17);
+  CHECK(q4.block_bytes() * 32 == per_block * 9);
+  CHECK(kv_blocks_for_budget(per_block * 17, q8) == 32);
+  CHECK(kv_blocks_for_budget(per_block * 9, q4) == 32);
   CHECK_THROWS_AS(KvPool(KvGeometry{0, 3, 64, 4, 16, KvDtype::F16}), Error);
   CHECK_THROWS_AS(KvPool(KvGeometry{30, 3, 64, 0, 16, KvDtype::F16}), Error);
 }

@@ -18,6 +18,7 @@
 #include "kernels/cpu/attention_checks.h"
 #include "kernels/cpu/attention_simd.h"
 #include "kernels/cpu/f16_rows.h"
+#include "kernels/cpu/quant_rows.h"
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -68,7 +69,9 @@ class TiledAttention {
       : a_(args),
         group_(args.n_head / args.n_head_kv),
         head_dim_(args.head_dim),
-        slot_stride_(static_cast<size_t>(args.n_head_kv) * static_cast<size_t>(args.head_dim)) {}
+        slot_stride_(static_cast<size_t>(args.n_head_kv) * static_cast<size_t>(args.head_dim)),
+        row_bytes_(kv_row_bytes(args.dtype, args.head_dim)),
+        slot_bytes_(static_cast<size_t>(args.n_head_kv) * row_bytes_) {}
 
   // Runs one item with this thread's scratch; partials: [n_partials, group, head_dim + 2].
   void run(const WorkItem& item, Scratch& scratch, float* partials) const {
@@ -178,26 +181,48 @@ class TiledAttention {
   }
 
   // Points k_rows / v_rows at the block's rows for one KV head: straight into an F32 pool (rows strided by the
-  // slot), or into the scratch tiles after widening F16.
+  // slot), or into the scratch tiles after widening F16 or dequantizing Q8_0 / Q4_0. A tile is one cache block of
+  // one head (block_size x head_dim f32, a few KiB), so the widened rows stay in L1 for every query row that reads
+  // them, and the pool is read in its stored width: a quantized cache moves a quarter or an eighth of F32's bytes.
   void load_block(int32_t physical_block, int kv_head, int n_keys, Scratch& scratch, const float*& k_rows,
                   const float*& v_rows, size_t& stride) const {
-    const size_t first = static_cast<size_t>(physical_block) * static_cast<size_t>(a_.block_size) * slot_stride_ +
-                         static_cast<size_t>(kv_head) * static_cast<size_t>(head_dim_);
+    const size_t first_byte = static_cast<size_t>(physical_block) * static_cast<size_t>(a_.block_size) * slot_bytes_ +
+                              static_cast<size_t>(kv_head) * row_bytes_;
+    const auto* k_bytes = static_cast<const uint8_t*>(a_.k_pool) + first_byte;  // key j's row at j * slot_bytes_
+    const auto* v_bytes = static_cast<const uint8_t*>(a_.v_pool) + first_byte;
     if (a_.dtype == KvDtype::F32) {
-      k_rows = static_cast<const float*>(a_.k_pool) + first;
-      v_rows = static_cast<const float*>(a_.v_pool) + first;
+      k_rows = reinterpret_cast<const float*>(k_bytes);
+      v_rows = reinterpret_cast<const float*>(v_bytes);
       stride = slot_stride_;
       return;
     }
-    const auto* k_half = static_cast<const uint16_t*>(a_.k_pool) + first;
-    const auto* v_half = static_cast<const uint16_t*>(a_.v_pool) + first;
     const size_t hd = static_cast<size_t>(head_dim_);
+    float* k_tile = scratch.k_tile.data();  // [n_keys, head_dim]
+    float* v_tile = scratch.v_tile.data();
     for (int j = 0; j < n_keys; ++j) {
-      f16_row_to_f32(k_half + static_cast<size_t>(j) * slot_stride_, scratch.k_tile.data() + j * hd, head_dim_);
-      f16_row_to_f32(v_half + static_cast<size_t>(j) * slot_stride_, scratch.v_tile.data() + j * hd, head_dim_);
+      const uint8_t* k_row = k_bytes + static_cast<size_t>(j) * slot_bytes_;
+      const uint8_t* v_row = v_bytes + static_cast<size_t>(j) * slot_bytes_;
+      float* k_out = k_tile + static_cast<size_t>(j) * hd;
+      float* v_out = v_tile + static_cast<size_t>(j) * hd;
+      switch (a_.dtype) {
+        case KvDtype::F16:
+          f16_row_to_f32(reinterpret_cast<const uint16_t*>(k_row), k_out, head_dim_);
+          f16_row_to_f32(reinterpret_cast<const uint16_t*>(v_row), v_out, head_dim_);
+          break;
+        case KvDtype::Q8_0:
+          q8_0_row_to_f32(reinterpret_cast<const BlockQ8_0*>(k_row), k_out, head_dim_);
+          q8_0_row_to_f32(reinterpret_cast<const BlockQ8_0*>(v_row), v_out, head_dim_);
+          break;
+        case KvDtype::Q4_0:
+          q4_0_row_to_f32(reinterpret_cast<const BlockQ4_0*>(k_row), k_out, head_dim_);
+          q4_0_row_to_f32(reinterpret_cast<const BlockQ4_0*>(v_row), v_out, head_dim_);
+          break;
+        case KvDtype::F32:
+          break;
+      }
     }
-    k_rows = scratch.k_tile.data();
-    v_rows = scratch.v_tile.data();
+    k_rows = k_tile;
+    v_rows = v_tile;
     stride = hd;
   }
 
@@ -205,6 +230,8 @@ class TiledAttention {
   const int group_;
   const int head_dim_;
   const size_t slot_stride_;  // elements per slot: n_head_kv * head_dim
+  const size_t row_bytes_;    // bytes of one head's row in the pool's type
+  const size_t slot_bytes_;   // bytes per slot: n_head_kv * row_bytes_
 };
 
 // Builds the items (and split bookkeeping) for one call into the reused vectors.

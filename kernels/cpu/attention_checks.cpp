@@ -12,6 +12,8 @@ void check_attention_args(const AttentionArgs& a) {
   if (a.n_head < 1 || a.n_head_kv < 1 || a.head_dim < 1 || a.block_size < 1)
     bad(fmt::format("n_head {}, n_head_kv {}, head_dim {} and block_size {} must be positive", a.n_head,
                     a.n_head_kv, a.head_dim, a.block_size));
+  if (a.head_dim % kv_dtype_block_elements(a.dtype) != 0)
+    bad(fmt::format("head_dim {} is not a whole number of {} blocks", a.head_dim, kv_dtype_name(a.dtype)));
   if (a.n_head % a.n_head_kv != 0)
     bad(fmt::format("n_head {} is not a multiple of n_head_kv {}", a.n_head, a.n_head_kv));
   if (a.q == nullptr || a.out == nullptr || a.k_pool == nullptr || a.v_pool == nullptr) {

@@ -11,15 +11,30 @@
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/attention_checks.h"
 #include "tensor/float16.h"
+#include "tensor/quant_blocks.h"
 
 namespace pagedllm {
 
 namespace {
 
-// One element of a pool: [num_blocks * block_size, n_head_kv, head_dim] viewed flat.
-float load(const void* pool, KvDtype dtype, size_t index) {
-  if (dtype == KvDtype::F16) return fp16_to_f32(static_cast<const uint16_t*>(pool)[index]);
-  return static_cast<const float*>(pool)[index];
+// One element of a pool: [num_blocks * block_size, n_head_kv, head_dim] viewed flat. A quantized pool's element is
+// found through its head row's blocks and decoded from the block's scale and its own level, one element at a time.
+float load(const AttentionArgs& a, const void* pool, size_t index) {
+  if (a.dtype == KvDtype::F16) return fp16_to_f32(static_cast<const uint16_t*>(pool)[index]);
+  if (a.dtype == KvDtype::F32) return static_cast<const float*>(pool)[index];
+  const size_t head_dim = static_cast<size_t>(a.head_dim);
+  const size_t row_bytes = kv_row_bytes(a.dtype, a.head_dim);
+  const size_t row = index / head_dim;      // slot * n_head_kv + head: rows lie one after another
+  const size_t element = index % head_dim;  // within the head's row
+  const auto* bytes = static_cast<const uint8_t*>(pool) + row * row_bytes;
+  const size_t j = element % 32;
+  if (a.dtype == KvDtype::Q8_0) {
+    const auto* block = reinterpret_cast<const BlockQ8_0*>(bytes) + element / 32;
+    return static_cast<float>(block->qs[j]) * fp16_to_f32(block->d);
+  }
+  const auto* block = reinterpret_cast<const BlockQ4_0*>(bytes) + element / 32;
+  const int level = j < 16 ? (block->qs[j] & 0xF) : (block->qs[j - 16] >> 4);
+  return static_cast<float>(level - 8) * fp16_to_f32(block->d);
 }
 
 }  // namespace
@@ -55,7 +70,7 @@ void naive_attention(const AttentionArgs& a) {
           }
           const size_t base = slot_of(j) * slot_stride + kv_head * head_dim;
           double dot = 0.0;
-          for (size_t d = 0; d < head_dim; ++d) dot += double(q[d]) * load(a.k_pool, a.dtype, base + d);
+          for (size_t d = 0; d < head_dim; ++d) dot += double(q[d]) * load(a, a.k_pool, base + d);
           row[j] = dot * a.scale;
         }
         double max = -std::numeric_limits<double>::infinity();
@@ -74,7 +89,7 @@ void naive_attention(const AttentionArgs& a) {
         for (size_t j = 0; j <= first_position + i; ++j) {
           const double p = scores[i * context + j];
           const size_t base = slot_of(j) * slot_stride + kv_head * head_dim;
-          for (size_t d = 0; d < head_dim; ++d) weighted[d] += p * load(a.v_pool, a.dtype, base + d);
+          for (size_t d = 0; d < head_dim; ++d) weighted[d] += p * load(a, a.v_pool, base + d);
         }
         for (size_t d = 0; d < head_dim; ++d) out[d] = static_cast<float>(weighted[d]);
       }

@@ -6,6 +6,7 @@
 #include "common/memory_probe.h"
 #include "kernels/common/batch_check.h"
 #include "kernels/cpu/elementwise.h"
+#include "kernels/cpu/quant_rows.h"
 #include "tensor/activation_quant.h"
 
 namespace pagedllm {
@@ -121,9 +122,12 @@ AttentionArgs CpuBackend::attention_args(int layer, const float* q, float* out, 
 
 void CpuBackend::attention(int layer, float* q, float* out, const AttentionParams& params) {
   const ForwardBatch& b = batch();
+  const int64_t count = static_cast<int64_t>(b.n_tokens()) * params.n_head * params.head_dim;
   if (kv_pool_.dtype() == KvDtype::F16) {
-    const int64_t count = static_cast<int64_t>(b.n_tokens()) * params.n_head * params.head_dim;
     for (int64_t i = 0; i < count; ++i) q[i] = round_through_fp16(q[i]);
+  } else if (kv_dtype_is_quantized(kv_pool_.dtype())) {
+    // Every head's query row is whole blocks (the pool checked head_dim), so the rows end to end are one long row.
+    round_row_through_q8_0(q, static_cast<int>(count));
   }
   paged_attention(attention_args(layer, q, out, params), thread_pool_);
 }

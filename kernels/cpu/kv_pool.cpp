@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "kernels/cpu/f16_rows.h"
+#include "kernels/cpu/quant_rows.h"
 
 namespace pagedllm {
 
@@ -17,6 +18,9 @@ KvPool::KvPool(const KvGeometry& geometry) : geometry_(geometry) {
     fail("KV pool: invalid shape (n_layer {}, n_head_kv {}, head_dim {})", g.n_layer, g.n_head_kv, g.head_dim);
   if (g.num_blocks < 1 || g.block_size < 1)
     fail("KV pool: invalid size ({} blocks of {} tokens)", g.num_blocks, g.block_size);
+  if (g.head_dim % kv_dtype_block_elements(g.dtype) != 0)
+    fail("KV pool: {} rows are blocks of {} elements, which head_dim {} is not a multiple of", kv_dtype_name(g.dtype),
+         kv_dtype_block_elements(g.dtype), g.head_dim);
   const int num_blocks = g.num_blocks;
   const size_t total = g.pool_bytes();
   storage_.reset(static_cast<uint8_t*>(std::calloc(total, 1)));
@@ -28,8 +32,7 @@ KvPool::KvPool(const KvGeometry& geometry) : geometry_(geometry) {
 }
 
 size_t KvPool::layer_pool_bytes() const {
-  return static_cast<size_t>(num_blocks()) * static_cast<size_t>(block_size()) * slot_elements() *
-         kv_dtype_size(dtype());
+  return static_cast<size_t>(num_blocks()) * static_cast<size_t>(block_size()) * geometry_.slot_bytes();
 }
 
 void KvPool::check_slot(int32_t slot) const {
@@ -40,7 +43,7 @@ void KvPool::check_slot(int32_t slot) const {
 void KvPool::write(int layer, const float* k, const float* v, std::span<const int32_t> slot_mapping) {
   if (layer < 0 || layer >= geometry_.n_layer) throw std::out_of_range(fmt::format("KV pool: no layer {}", layer));
   const size_t row = slot_elements();                        // elements per slot
-  const size_t row_bytes = row * kv_dtype_size(dtype());
+  const size_t row_bytes = geometry_.slot_bytes();
   uint8_t* k_pool = storage_.get() + layer_offset(layer, 0);  // [num_blocks * block_size, n_head_kv, head_dim]
   uint8_t* v_pool = storage_.get() + layer_offset(layer, 1);
   for (size_t t = 0; t < slot_mapping.size(); ++t) {
@@ -50,12 +53,24 @@ void KvPool::write(int layer, const float* k, const float* v, std::span<const in
     uint8_t* v_dst = v_pool + static_cast<size_t>(slot) * row_bytes;
     const float* k_src = k + t * row;  // [n_head_kv, head_dim]
     const float* v_src = v + t * row;
-    if (dtype() == KvDtype::F16) {
-      f32_row_to_f16(k_src, reinterpret_cast<uint16_t*>(k_dst), static_cast<int>(row));
-      f32_row_to_f16(v_src, reinterpret_cast<uint16_t*>(v_dst), static_cast<int>(row));
-    } else {
-      std::memcpy(k_dst, k_src, row_bytes);
-      std::memcpy(v_dst, v_src, row_bytes);
+    switch (dtype()) {
+      case KvDtype::F16:
+        f32_row_to_f16(k_src, reinterpret_cast<uint16_t*>(k_dst), static_cast<int>(row));
+        f32_row_to_f16(v_src, reinterpret_cast<uint16_t*>(v_dst), static_cast<int>(row));
+        break;
+      case KvDtype::F32:
+        std::memcpy(k_dst, k_src, row_bytes);
+        std::memcpy(v_dst, v_src, row_bytes);
+        break;
+      // Every head's row is whole blocks, so the slot's heads one after another are one row of blocks.
+      case KvDtype::Q8_0:
+        f32_row_to_q8_0(k_src, reinterpret_cast<BlockQ8_0*>(k_dst), static_cast<int>(row));
+        f32_row_to_q8_0(v_src, reinterpret_cast<BlockQ8_0*>(v_dst), static_cast<int>(row));
+        break;
+      case KvDtype::Q4_0:
+        f32_row_to_q4_0(k_src, reinterpret_cast<BlockQ4_0*>(k_dst), static_cast<int>(row));
+        f32_row_to_q4_0(v_src, reinterpret_cast<BlockQ4_0*>(v_dst), static_cast<int>(row));
+        break;
     }
   }
 }
@@ -64,7 +79,7 @@ void KvPool::copy_block(int32_t src, int32_t dst) {
   if (src < 0 || src >= num_blocks() || dst < 0 || dst >= num_blocks())
     throw std::out_of_range(fmt::format("KV pool: copy {} -> {} outside {} blocks", src, dst, num_blocks()));
   if (src == dst) return;
-  const size_t block_bytes = static_cast<size_t>(block_size()) * slot_elements() * kv_dtype_size(dtype());
+  const size_t block_bytes = static_cast<size_t>(block_size()) * geometry_.slot_bytes();
   for (int layer = 0; layer < geometry_.n_layer; ++layer) {
     for (int which = 0; which < 2; ++which) {
       uint8_t* pool = storage_.get() + layer_offset(layer, which);
@@ -81,11 +96,15 @@ void KvPool::apply_copies(std::span<const BlockCopy> copies) {
 void KvPool::read(int layer, int which, int32_t slot, float* out) const {
   if (layer < 0 || layer >= geometry_.n_layer) throw std::out_of_range(fmt::format("KV pool: no layer {}", layer));
   check_slot(slot);
-  const size_t row = slot_elements();
-  const uint8_t* source = storage_.get() + layer_offset(layer, which) + static_cast<size_t>(slot) * row *
-                                                                               kv_dtype_size(dtype());
-  if (dtype() == KvDtype::F16) f16_row_to_f32(reinterpret_cast<const uint16_t*>(source), out, static_cast<int>(row));
-  else std::memcpy(out, source, row * sizeof(float));
+  const int row = static_cast<int>(slot_elements());
+  const uint8_t* source = storage_.get() + layer_offset(layer, which) + static_cast<size_t>(slot) *
+                                                                               geometry_.slot_bytes();
+  switch (dtype()) {
+    case KvDtype::F16: f16_row_to_f32(reinterpret_cast<const uint16_t*>(source), out, row); break;
+    case KvDtype::F32: std::memcpy(out, source, static_cast<size_t>(row) * sizeof(float)); break;
+    case KvDtype::Q8_0: q8_0_row_to_f32(reinterpret_cast<const BlockQ8_0*>(source), out, row); break;
+    case KvDtype::Q4_0: q4_0_row_to_f32(reinterpret_cast<const BlockQ4_0*>(source), out, row); break;
+  }
 }
 
 }  // namespace pagedllm

@@ -1,8 +1,10 @@
 #pragma once
 // The CPU backend's K/V storage: per layer, a K pool and a V pool of [num_blocks, block_size, n_head_kv, head_dim]
-// elements in F16 (the default, half the memory and bandwidth) or F32. Physical slot s (a block id times the block
+// elements in F16 (the default, half the memory and bandwidth), F32, or Q8_0 / Q4_0 (each head's row of head_dim
+// elements stored as head_dim / 32 blocks: 8.5 or 4.5 bits an element). Physical slot s (a block id times the block
 // size plus an offset) is row s of the [num_blocks * block_size, n_head_kv, head_dim] view. Written through the
-// batch's slot mapping, read by the attention kernels through the block tables.
+// batch's slot mapping (quantizing on the way in), read by the attention kernels through the block tables. Whole
+// blocks are copied as bytes, so copy-on-write and the prefix cache are the same for every type.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -26,7 +28,8 @@ class KvPool {
   void copy_block(int32_t src, int32_t dst);
   void apply_copies(std::span<const BlockCopy> copies);  // in order: a later copy may overwrite an earlier source
 
-  // [num_blocks, block_size, n_head_kv, head_dim] of dtype(): what AttentionArgs::k_pool / v_pool take.
+  // [num_blocks, block_size, n_head_kv, head_dim] of dtype() (kv_row_bytes per head row): what AttentionArgs::k_pool
+  // / v_pool take.
   const void* k_data(int layer) const { return storage_.get() + layer_offset(layer, 0); }
   const void* v_data(int layer) const { return storage_.get() + layer_offset(layer, 1); }
   // One slot's K or V rows widened to f32, for tests and debugging. out: [n_head_kv, head_dim].
