@@ -65,7 +65,11 @@ nlohmann::json config_to_json(const ModelConfig& c) {
           {"rope_scaling", c.rope_scaling == RopeScaling::None ? "none"
                            : c.rope_scaling == RopeScaling::Linear ? "linear" : "yarn"},
           {"rope_freqs", c.has_rope_freqs}, {"rms_eps", c.rms_eps}, {"tied_embeddings", c.tied_embeddings},
-          {"qkv_bias", c.has_qkv_bias}, {"qk_norm", c.has_qk_norm}};
+          {"qkv_bias", c.has_qkv_bias}, {"qk_norm", c.has_qk_norm},
+          {"sliding_window", c.sliding_window}, {"sliding_window_pattern", c.sliding_window_pattern},
+          {"rope_freq_base_swa", c.rope_freq_base_swa}, {"post_norms", c.has_post_norms},
+          {"ffn_activation", c.ffn_activation == FfnActivation::GeluTanh ? "gelu_tanh" : "silu"},
+          {"embedding_scale", c.embedding_scale}, {"attention_scale", c.attention_scale}};
 }
 
 void print_devices(bool as_json) {
@@ -187,6 +191,17 @@ void run_info(const InfoOptions& options) {
                c.has_rope_freqs ? ", rope_freqs factors" : "");
     fmt::print("  attention: q/k/v bias {}, per-head q/k RMSNorm {}\n", c.has_qkv_bias ? "yes" : "no",
                c.has_qk_norm ? "yes (before RoPE)" : "no");
+    if (c.sliding_window > 0) {
+      int64_t global = 0;
+      for (int64_t layer = 0; layer < c.n_layer; ++layer) global += c.layer_window(layer) == 0 ? 1 : 0;
+      fmt::print("  sliding window: {} keys in {} of {} layers (RoPE base {}), the other {} global\n",
+                 c.sliding_window, c.n_layer - global, c.n_layer, c.rope_freq_base_swa, global);
+    }
+    if (c.has_post_norms || c.ffn_activation != FfnActivation::Silu || c.embedding_scale != 1.0f) {
+      fmt::print("  gemma: embeddings x {:.4g}, {} FFN, post-attention/post-FFN norms {}\n", c.embedding_scale,
+                 c.ffn_activation == FfnActivation::GeluTanh ? "GELU (tanh) gated" : "SwiGLU",
+                 c.has_post_norms ? "yes" : "no");
+    }
     fmt::print("  embeddings: {}\n", c.tied_embeddings ? "tied (output uses token_embd.weight)" : "separate output.weight");
     // Per --kv-type: a K and a V row per layer and KV head (quantized types only where heads are whole blocks).
     std::string per_type;

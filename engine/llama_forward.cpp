@@ -1,5 +1,6 @@
 #include "engine/llama_forward.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace pagedllm {
@@ -41,6 +42,8 @@ WeightSet forward_weight_set(const ModelConfig& c, const LlamaWeights& w) {
     vector(l.bias_output, c.n_embd);
     vector(l.attn_q_norm, c.head_dim);
     vector(l.attn_k_norm, c.head_dim);
+    vector(l.post_attention_norm, c.n_embd);
+    vector(l.post_ffw_norm, c.n_embd);
   }
   return set;
 }
@@ -51,14 +54,17 @@ ForwardFlops forward_flops(const ModelConfig& c, const ForwardBatch& batch) {
   ForwardFlops flops;
   flops.matmul = 2.0 * static_cast<double>(batch.n_tokens()) * layer_weights * static_cast<double>(c.n_layer) +
                  2.0 * static_cast<double>(batch.logit_rows.size()) * static_cast<double>(c.n_vocab * c.n_embd);
-  double keys_seen = 0;  // over the batch's new tokens, the keys each attends to
-  for (const SeqView& s : batch.seqs) {
-    // Positions context - n_new .. context - 1 see position + 1 keys each.
-    const double first = static_cast<double>(s.context_length - s.n_new) + 1.0;
-    const double last = static_cast<double>(s.context_length);
-    keys_seen += (first + last) * static_cast<double>(s.n_new) / 2.0;
+  double attention_keys = 0;  // over the layers and the batch's new tokens, the keys each attends to
+  for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+    const int64_t window = c.layer_window(layer);
+    for (const SeqView& s : batch.seqs) {
+      // Position p sees p + 1 keys, or at most `window` of them in a sliding-window layer.
+      for (int64_t p = s.context_length - s.n_new; p < s.context_length; ++p) {
+        attention_keys += static_cast<double>(window > 0 ? std::min(p + 1, window) : p + 1);
+      }
+    }
   }
-  flops.attention = 4.0 * static_cast<double>(c.n_head * c.head_dim) * keys_seen * static_cast<double>(c.n_layer);
+  flops.attention = 4.0 * static_cast<double>(c.n_head * c.head_dim) * attention_keys;
   return flops;
 }
 
@@ -86,18 +92,27 @@ const float* llama_forward(Backend& backend, const ModelConfig& c, const LlamaWe
   float* up = backend.buffer(kUp, n * c.n_ff);           // [n, n_ff]
 
   const RopeParams rope = rope_params_for(c);
+  // Sliding-window layers rotate with their own base and no context scaling (gemma3's local layers).
+  RopeParams rope_local = rope;
+  rope_local.freq_base = c.rope_freq_base_swa;
+  rope_local.freq_scale = 1.0f;
+  rope_local.attn_factor = 1.0f;
+  rope_local.ext_factor = 0.0f;
   AttentionParams attention;
   attention.n_head = static_cast<int>(c.n_head);
   attention.n_head_kv = static_cast<int>(c.n_head_kv);
   attention.head_dim = static_cast<int>(c.head_dim);
-  attention.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  attention.scale = c.attention_scale;
   backend.begin_batch(batch, attention);
 
   backend.embed(w.token_embd, x);
+  if (c.embedding_scale != 1.0f) backend.scale(x, c.embedding_scale, n * n_embd);
   backend.rms_norm(x, w.layers.front().attn_norm, h, n, n_embd, c.rms_eps);
   for (size_t layer_index = 0; layer_index < w.layers.size(); ++layer_index) {
     const LlamaLayerWeights& l = w.layers[layer_index];
     const int layer = static_cast<int>(layer_index);
+    attention.window = static_cast<int>(c.layer_window(layer));
+    const RopeParams& layer_rope = attention.window > 0 ? rope_local : rope;
 
     // Attention sublayer; h holds its normalized input.
     const WeightMatrix* qkv[] = {&l.attn_q, &l.attn_k, &l.attn_v};
@@ -110,21 +125,28 @@ const float* llama_forward(Backend& backend, const ModelConfig& c, const LlamaWe
     // (q as [n * n_head, head_dim], k as [n * n_head_kv, head_dim]), in place. v is not normalized.
     if (l.attn_q_norm != nullptr) backend.rms_norm(q, l.attn_q_norm, q, n * c.n_head, c.head_dim, c.rms_eps);
     if (l.attn_k_norm != nullptr) backend.rms_norm(k, l.attn_k_norm, k, n * c.n_head_kv, c.head_dim, c.rms_eps);
-    backend.rope(q, k, attention.n_head, attention.n_head_kv, attention.head_dim, rope, w.rope_freqs);
+    backend.rope(q, k, attention.n_head, attention.n_head_kv, attention.head_dim, layer_rope, w.rope_freqs);
     backend.write_kv(layer, k, v);
     backend.attention(layer, q, attn, attention);
     const WeightMatrix* output[] = {&l.attn_output};
     backend.matmul(output, attn, n, std::span<float* const>(&proj, 1));
     if (l.bias_output != nullptr) backend.add_bias(proj, l.bias_output, n, n_embd);
+    // gemma: the sublayer's output is normalized again before it joins the residual stream (in place).
+    if (l.post_attention_norm != nullptr) backend.rms_norm(proj, l.post_attention_norm, proj, n, n_embd, c.rms_eps);
     backend.add_rms_norm(x, proj, l.ffn_norm, h, n, n_embd, c.rms_eps);
 
-    // Feed-forward sublayer (SwiGLU); h holds its normalized input.
+    // Feed-forward sublayer (SwiGLU, or GeGLU for gemma); h holds its normalized input.
     const WeightMatrix* gate_up[] = {&l.ffn_gate, &l.ffn_up};
     float* const gate_up_out[] = {gate, up};
     backend.matmul(gate_up, h, n, gate_up_out);
-    backend.swiglu(gate, up, n * c.n_ff);
+    if (c.ffn_activation == FfnActivation::GeluTanh) {
+      backend.geglu(gate, up, n * c.n_ff);
+    } else {
+      backend.swiglu(gate, up, n * c.n_ff);
+    }
     const WeightMatrix* down[] = {&l.ffn_down};
     backend.matmul(down, gate, n, std::span<float* const>(&proj, 1));
+    if (l.post_ffw_norm != nullptr) backend.rms_norm(proj, l.post_ffw_norm, proj, n, n_embd, c.rms_eps);
     if (layer_index + 1 < w.layers.size()) {
       backend.add_rms_norm(x, proj, w.layers[layer_index + 1].attn_norm, h, n, n_embd, c.rms_eps);
     } else {

@@ -1,7 +1,8 @@
 #pragma once
 // The decoder forward, written once against the operations contract (kernels/backend.h): the same layer loop runs on
-// the CPU and on a GPU for every supported family (llama, qwen2, qwen3). A family's differences arrive as data: the
-// RoPE layout in the config, optional biases and q/k norm gains in the weights (null when the file has none).
+// the CPU and on a GPU for every supported family (llama, qwen2, qwen3, gemma3). A family's differences arrive as
+// data: the RoPE layout, activation, embedding scale and per-layer windows in the config, optional biases, q/k norm
+// gains and post-sublayer norms in the weights (null when the file has none).
 #include <cstdint>
 
 #include "kernels/backend.h"

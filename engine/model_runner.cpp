@@ -138,11 +138,18 @@ std::span<const float> ModelRunner::run(const ForwardBatch& batch, const std::ve
 
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   bool all_single = true;
-  uint64_t kv_tokens_read = 0;
+  uint64_t kv_layer_tokens_read = 0;  // over the layers, the cached positions each one's attention reads
+  const ModelConfig& c = model_.config;
   for (const SeqView& s : batch.seqs) {
     all_single = all_single && s.n_new == 1;
-    kv_tokens_read += static_cast<uint64_t>(s.context_length);
+    for (int64_t layer = 0; layer < c.n_layer; ++layer) {
+      // A sliding-window layer reads the last `window` positions only.
+      const int64_t window = c.layer_window(layer);
+      kv_layer_tokens_read += static_cast<uint64_t>(window > 0 ? std::min<int64_t>(s.context_length, window)
+                                                               : s.context_length);
+    }
   }
+  const uint64_t kv_bytes_read = kv_layer_tokens_read * (kv_bytes_per_token_ / static_cast<uint64_t>(c.n_layer));
   counters_.forwards += 1;
   const double flops = forward_flops(model_.config, batch).total();
   if (all_single) {
@@ -151,11 +158,11 @@ std::span<const float> ModelRunner::run(const ForwardBatch& batch, const std::ve
     counters_.decode_steps += 1;
     counters_.decode_seconds += seconds;
     counters_.decode_weight_bytes += model_.weights.bytes_per_step;
-    counters_.decode_kv_bytes += kv_tokens_read * kv_bytes_per_token_;
+    counters_.decode_kv_bytes += kv_bytes_read;
   } else {
     counters_.prefill_flops += flops;
-    counters_.prefill_bytes += model_.weights.bytes_per_step + kv_tokens_read * kv_bytes_per_token_;
-    counters_.prefill_kv_bytes += kv_tokens_read * kv_bytes_per_token_;
+    counters_.prefill_bytes += model_.weights.bytes_per_step + kv_bytes_read;
+    counters_.prefill_kv_bytes += kv_bytes_read;
     counters_.prefill_tokens += batch.n_tokens();
     counters_.prefill_seconds += seconds;
   }

@@ -125,6 +125,14 @@ void ProfilingBackend::swiglu(float* gate, const float* up, int64_t n) {
   timed("swiglu", 12.0 * n, 6.0 * n, [&] { inner_->swiglu(gate, up, n); });
 }
 
+void ProfilingBackend::geglu(float* gate, const float* up, int64_t n) {
+  timed("geglu", 12.0 * n, 12.0 * n, [&] { inner_->geglu(gate, up, n); });
+}
+
+void ProfilingBackend::scale(float* x, float factor, int64_t n) {
+  timed("scale", 8.0 * n, static_cast<double>(n), [&] { inner_->scale(x, factor, n); });
+}
+
 void ProfilingBackend::add(float* x, const float* y, int64_t n) {
   timed("add", 12.0 * n, static_cast<double>(n), [&] { inner_->add(x, y, n); });
 }

@@ -91,6 +91,9 @@ struct AttentionParams {
   int n_head_kv = 0;  // query head h reads KV head h / (n_head / n_head_kv): MHA, GQA and MQA alike
   int head_dim = 0;
   float scale = 1.0f;  // applied to q.k, usually 1 / sqrt(head_dim)
+  // Sliding window: > 0 lets the query at position p see only the keys at positions p - window + 1 .. p (its own
+  // included); 0 is plain causal attention over the whole context.
+  int window = 0;
 };
 
 // The weights a backend may need to hold itself: every matrix and every f32 vector the forward will name.
@@ -161,7 +164,9 @@ class Backend {
                     const float* freq_factors) = 0;
   // Stores the new tokens' K and V rows of `layer` at their slots. k, v: [n_tokens, n_head_kv, head_dim].
   virtual void write_kv(int layer, const float* k, const float* v) = 0;
-  // Causal attention of every sequence's new rows over its cached context (the new tokens' K/V already written).
+  // Causal attention of every sequence's new rows over its cached context (the new tokens' K/V already written),
+  // limited to the last params.window positions when that is set (blocks wholly before every row's window are
+  // not read, so their table entries need not name live blocks).
   // q: [n_tokens, n_head, head_dim], rounded in place to the cache's element type first when that is F16 (q·k is
   // then formed as llama.cpp forms it with an F16 cache); out: [n_tokens, n_head, head_dim].
   virtual void attention(int layer, float* q, float* out, const AttentionParams& params) = 0;
@@ -170,6 +175,10 @@ class Backend {
   virtual void attention_reference(int layer, const float* q, float* out, const AttentionParams& params) = 0;
   // gate = silu(gate) * up. gate, up: [n].
   virtual void swiglu(float* gate, const float* up, int64_t n) = 0;
+  // gate = gelu_tanh(gate) * up (kernels/common/gelu.h: the reference's f16 rounding included). gate, up: [n].
+  virtual void geglu(float* gate, const float* up, int64_t n) = 0;
+  // x *= factor. x: [n].
+  virtual void scale(float* x, float factor, int64_t n) = 0;
   // x += y. x, y: [n].
   virtual void add(float* x, const float* y, int64_t n) = 0;
   // Waits for everything queued and copies n floats of backend memory to the host.

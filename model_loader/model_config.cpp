@@ -15,12 +15,18 @@ namespace {
 // The supported families, each checked against llama.cpp on a synthetic model of its exact layout
 // (tests/golden/*-synthetic.json). Qwen2 and Qwen2.5 files carry q/k/v biases; llama.cpp's loader accepts a qwen2
 // file without them, so they are required by none. Every family falls back to ChatML, as llama.cpp does for a file
-// without a template.
+// without a template. Gemma 3 is checked on the real 270M file: its converter already adds the 1 of Gemma's
+// (1 + w) RMSNorm gains to the stored weights, so its norms are applied as written, like every other family's. Every
+// sixth layer is global and the others see a window of attention.sliding_window keys, with RoPE base 10000; its
+// turns end with <end_of_turn>, and a file without a template gets the built-in Gemma turn format.
 constexpr ArchitectureTraits kArchitectures[] = {
-    // name    rope layout        qkv bias required  qk norm  rope_freqs  fallback template
+    // name     rope layout       qkv bias required  qk norm  rope_freqs  fallback template
     {"llama", RopeLayout::Norm, false, false, true, "chatml"},
     {"qwen2", RopeLayout::Neox, false, false, false, "chatml"},
     {"qwen3", RopeLayout::Neox, false, true, false, "chatml"},
+    //                                                                       activation  embedding x sqrt(n_embd)
+    //                                                                       post norms  window pattern  local base
+    {"gemma3", RopeLayout::Neox, false, true, false, "gemma", FfnActivation::GeluTanh, true, true, 6, 10000.0f},
 };
 
 // Per-layer arrays (a GGUF may store a hyper-parameter once per layer) are accepted when every layer has the same value, since this engine keeps
@@ -175,6 +181,26 @@ ModelConfig read_model_config(const GgufFile& file) {
   c.has_rope_freqs = c.traits->rope_freqs && file.find_tensor("rope_freqs.weight") != nullptr;
   c.has_qkv_bias = file.find_tensor("blk.0.attn_q.bias") != nullptr;
   c.has_qk_norm = c.traits->qk_norm;
+  c.ffn_activation = c.traits->ffn_activation;
+  c.has_post_norms = c.traits->post_norms;
+  // In f32, as the reference applies it (Hugging Face rounds the factor to the weights' dtype first).
+  c.embedding_scale = c.traits->embedding_scaled ? std::sqrt(static_cast<float>(c.n_embd)) : 1.0f;
+  // Gemma 3 scales queries by 1 / sqrt(query_pre_attn_scalar), which GGUF files do not carry: it equals head_dim
+  // for every size except the 27B (62 layers), trained with n_embd / n_head.
+  c.attention_scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  if (c.architecture == "gemma3" && c.n_layer == 62) {
+    c.attention_scale = 1.0f / std::sqrt(static_cast<float>(c.n_embd / c.n_head));
+  }
+  if (c.traits->sliding_window_pattern > 0) {
+    c.sliding_window = static_cast<int64_t>(file.find_uint(p + "attention.sliding_window").value_or(0));
+    if (c.sliding_window > INT32_MAX) {
+      fail("{}: {}attention.sliding_window is {} (at most {})", path, p, c.sliding_window, INT32_MAX);
+    }
+    c.sliding_window_pattern = c.traits->sliding_window_pattern;
+    c.rope_freq_base_swa = checked_float(
+        file, p + "rope.freq_base_swa",
+        file.find_float(p + "rope.freq_base_swa").value_or(c.traits->sliding_window_rope_base), false);
+  }
   return c;
 }
 

@@ -93,6 +93,10 @@ LlamaWeights load_llama_weights(const GgufFile& file, const ModelConfig& c) {
     l.ffn_gate = bind.matrix(p + "ffn_gate.weight", c.n_embd, c.n_ff);
     l.ffn_up = bind.matrix(p + "ffn_up.weight", c.n_embd, c.n_ff);
     l.ffn_down = bind.matrix(p + "ffn_down.weight", c.n_ff, c.n_embd);
+    if (c.has_post_norms) {
+      l.post_attention_norm = bind.vector(p + "post_attention_norm.weight", c.n_embd, true);
+      l.post_ffw_norm = bind.vector(p + "post_ffw_norm.weight", c.n_embd, true);
+    }
     for (const WeightMatrix* m : {&l.attn_q, &l.attn_k, &l.attn_v, &l.attn_output, &l.ffn_gate, &l.ffn_up,
                                   &l.ffn_down}) {
       w.matrix_bytes += weight_matrix_bytes(*m);

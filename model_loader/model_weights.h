@@ -1,6 +1,6 @@
 #pragma once
 // Views of a model's tensors inside the mmapped GGUF file, checked against the config's shapes. Every supported
-// architecture has llama's layout plus what its traits add (q/k norms). Matrices stay in their GGUF block formats;
+// architecture has llama's layout plus what its traits add (q/k norms, gemma's post-sublayer norms). Matrices stay in their GGUF block formats;
 // only the small 1-D vectors (norm gains, biases, rope factors) are held as f32.
 #include <cstdint>
 #include <memory>
@@ -26,10 +26,12 @@ struct LlamaLayerWeights {
   const float* bias_output = nullptr;// [n_embd] optional
   const float* attn_q_norm = nullptr;// [head_dim] per-head RMSNorm gain of q (qwen3), else null
   const float* attn_k_norm = nullptr;// [head_dim] per-head RMSNorm gain of k (qwen3), else null
+  const float* post_attention_norm = nullptr;  // [n_embd] RMSNorm gain of the attention output (gemma), else null
   const float* ffn_norm = nullptr;   // [n_embd]
   WeightMatrix ffn_gate;             // [n_ff, n_embd]
   WeightMatrix ffn_up;               // [n_ff, n_embd]
   WeightMatrix ffn_down;             // [n_embd, n_ff]
+  const float* post_ffw_norm = nullptr;  // [n_embd] RMSNorm gain of the feed-forward output (gemma), else null
 };
 
 struct LlamaWeights {

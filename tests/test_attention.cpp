@@ -219,6 +219,93 @@ TEST_CASE("tiled attention matches the naive oracle on mixed prefill/decode batc
   MESSAGE("worst relative error over the shape sweep: " << worst);
 }
 
+TEST_CASE("sliding window: tiled matches the oracle, never reads blocks before every row's window, and masks") {
+  ThreadPool single(1), four(4);
+  uint32_t seed = 500;
+  double worst = 0.0;
+  for (const KvDtype dtype : {KvDtype::F32, KvDtype::F16}) {
+    for (const int block_size : {1, 16, 32}) {
+      for (const int window : {1, 7, 16, 40, 512}) {
+        // MQA with head_dim 256 (gemma3 270M) and GQA; prefill across the window edge, a chunk after a prefix,
+        // decodes far past the window (split across threads) and inside it.
+        const Shape shape = block_size == 16 ? Shape{4, 1, 256, block_size, dtype}
+                                             : Shape{8, 2, 64, block_size, dtype};
+        CAPTURE(kv_dtype_name(dtype));
+        CAPTURE(block_size);
+        CAPTURE(window);
+        Problem problem(shape, {{100, 100}, {300, 37}, {1500, 1}, {5, 1}, {70, 7}}, seed++);
+        // Blocks wholly before the oldest position any new row sees get a NaN-filled spare block in the table:
+        // reading one would poison the output (the cache manager may have given such blocks back).
+        const int32_t spare = [&] {
+          std::vector<bool> used(problem.k_f32.size() / (static_cast<size_t>(block_size) * shape.n_head_kv *
+                                                          static_cast<size_t>(shape.head_dim)), false);
+          for (const auto& table : problem.tables)
+            for (int32_t b : table) used[static_cast<size_t>(b)] = true;
+          return static_cast<int32_t>(std::find(used.begin(), used.end(), false) - used.begin());
+        }();
+        int poisoned = 0;
+        for (size_t i = 0; i < problem.specs.size(); ++i) {
+          const int first_new = problem.specs[i].context_length - problem.specs[i].n_new;
+          const int oldest = std::max(0, first_new - window + 1);
+          for (int b = 0; (b + 1) * block_size <= oldest; ++b, ++poisoned) problem.tables[i][static_cast<size_t>(b)] = spare;
+        }
+        std::vector<float> oracle(problem.out_size(), NAN), tiled(problem.out_size(), NAN);
+        std::vector<float> unwindowed(problem.out_size(), NAN);
+        AttentionArgs oracle_args = problem.args(oracle.data(), dtype);
+        oracle_args.window = window;
+        naive_attention(oracle_args);
+        for (float x : oracle) REQUIRE(std::isfinite(x));
+        AttentionArgs tiled_args = problem.args(tiled.data(), dtype);
+        tiled_args.window = window;
+        paged_attention(tiled_args, seed % 2 == 0 ? single : four);
+        const double error = worst_relative_error(tiled, oracle, shape.head_dim);
+        CHECK(error <= kTolerance);
+        worst = std::max(worst, error);
+        if (window < 100) {
+          CHECK(poisoned > 0);
+        } else if (window >= 1500) {
+          // A window wider than every context is plain causal attention.
+          naive_attention(problem.args(unwindowed.data(), dtype));
+          CHECK(worst_relative_error(oracle, unwindowed, shape.head_dim) <= kTolerance);
+        }
+      }
+    }
+  }
+  MESSAGE("worst relative error with sliding windows: " << worst);
+}
+
+TEST_CASE("sliding window: a window of 1 returns each row's own V, a narrower window changes the result") {
+  ThreadPool pool(2);
+  const Shape shape{4, 1, 64, 16, KvDtype::F32};
+  const Problem problem(shape, {{60, 60}}, 901);
+  std::vector<float> own(problem.out_size(), NAN), narrow(problem.out_size(), NAN), full(problem.out_size(), NAN);
+  AttentionArgs args = problem.args(own.data(), KvDtype::F32);
+  args.window = 1;
+  paged_attention(args, pool);
+  const size_t slot = static_cast<size_t>(shape.n_head_kv) * static_cast<size_t>(shape.head_dim);
+  for (int position = 0; position < 60; ++position) {
+    const size_t base = (static_cast<size_t>(problem.tables[0][static_cast<size_t>(position / 16)]) * 16 +
+                         static_cast<size_t>(position % 16)) * slot;
+    for (int h = 0; h < shape.n_head; ++h) {
+      for (int d = 0; d < shape.head_dim; ++d) {
+        const size_t out = (static_cast<size_t>(position) * shape.n_head + static_cast<size_t>(h)) * 64 +
+                           static_cast<size_t>(d);
+        CHECK(own[out] == doctest::Approx(problem.v_f32[base + static_cast<size_t>(d)]).epsilon(1e-6));
+      }
+    }
+  }
+  AttentionArgs narrow_args = problem.args(narrow.data(), KvDtype::F32);
+  narrow_args.window = 20;
+  paged_attention(narrow_args, pool);
+  paged_attention(problem.args(full.data(), KvDtype::F32), pool);
+  // Rows 0..19 see the same keys either way; row 59 sees 20 of its 60.
+  const size_t row_size = static_cast<size_t>(shape.n_head) * 64;
+  CHECK(std::equal(narrow.begin(), narrow.begin() + static_cast<std::ptrdiff_t>(20 * row_size), full.begin()));
+  CHECK(worst_relative_error(std::vector<float>(narrow.end() - static_cast<std::ptrdiff_t>(row_size), narrow.end()),
+                             std::vector<float>(full.end() - static_cast<std::ptrdiff_t>(row_size), full.end()), 64) >
+        0.01);
+}
+
 TEST_CASE("long contexts: a 4k prefill and 4k decodes, split across threads, match the oracle") {
   ThreadPool four(4), two(2);
   for (const KvDtype dtype : {KvDtype::F32, KvDtype::F16, KvDtype::Q8_0, KvDtype::Q4_0}) {

@@ -169,7 +169,7 @@ TEST_CASE("the goldens cover SmolLM2's template, the four shared ones and every 
   std::vector<std::string> required = {
       "HuggingFaceTB-SmolLM2-135M-Instruct.jinja",  "meta-llama-Llama-3.1-8B-Instruct.jinja",
       "mistralai-Mistral-Nemo-Instruct-2407.jinja", "google-gemma-2-2b-it.jinja",
-      "microsoft-Phi-3.5-mini-instruct.jinja",
+      "microsoft-Phi-3.5-mini-instruct.jinja",      "google-gemma-3-it.jinja",
   };
   for (const std::string& name : pagedllm::builtin_chat_template_names()) required.push_back(name);
   for (const std::string& name : required) {
@@ -239,4 +239,27 @@ TEST_CASE("pagedllm template prints exactly the golden prompt, reports raised ex
   CHECK(out == "<|im_start|>user\nHi<|im_end|>\n");
   CHECK(err.find("notice:") == 0);
   CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+}
+
+TEST_CASE("a Gemma 3 file's own template is used as is; one without gets the built-in Gemma turns with a notice") {
+  const std::string gemma3 =
+      read_file(std::string(PAGEDLLM_SOURCE_DIR) + "/tests/golden/templates/google-gemma-3-it.jinja");
+  // The family's fallback is "gemma"; a template in the file wins over it (its rendering is checked byte for byte
+  // against jinja2 with every other golden case).
+  const pagedllm::ChosenChatTemplate own = pagedllm::choose_chat_template("", gemma3, "gemma");
+  CHECK(own.source == gemma3);
+  CHECK(own.notice.empty());
+  const pagedllm::ChosenChatTemplate fallback = pagedllm::choose_chat_template("", "", "gemma");
+  CHECK(fallback.source == pagedllm::builtin_chat_template("gemma").value());
+  CHECK(fallback.notice.find("gemma") != std::string::npos);
+  // On a plain conversation the built-in format and Gemma 3's own template make the same prompt.
+  pagedllm::ChatTemplateInputs inputs;
+  inputs.messages = ordered_json::parse(R"([{"role": "system", "content": "Be brief."},
+      {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+      {"role": "user", "content": "What is 2 + 2?"}])");
+  inputs.add_generation_prompt = true;
+  inputs.bos_token = "<bos>";
+  const std::string own_prompt = pagedllm::render_chat_template(gemma3, inputs);
+  CHECK(own_prompt.starts_with("<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>"));
+  CHECK(pagedllm::render_chat_template(fallback.source, inputs) == own_prompt);
 }

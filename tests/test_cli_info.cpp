@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "required_files.h"
+
 #include "model_loader/gguf_writer.h"
 #include "model_loader/synthetic_model.h"
 
@@ -107,6 +109,24 @@ TEST_CASE("info on stories260K shows the GQA config and 292,800 parameters") {
   CHECK(contains_word_value(r.out, "n_ff", "172"));
   CHECK(std::regex_search(r.out, std::regex("292,?800")));
   CHECK(r.out.find("llama") != std::string::npos);
+}
+
+TEST_CASE("info on the Gemma 3 270M file shows MQA, head_dim 256 and the sliding window of 15 of 18 layers") {
+  pagedllm::test::require_gemma3();
+  const RunResult r = run_pagedllm("info -m " + quoted(pagedllm::test::kGemma3Path));
+  CAPTURE(r.out);
+  CAPTURE(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains_word_value(r.out, "head_dim", "256"));
+  CHECK(r.out.find("(MQA)") != std::string::npos);
+  CHECK(r.out.find("sliding window: 512 keys in 15 of 18 layers (RoPE base 10000), the other 3 global") !=
+        std::string::npos);
+  CHECK(r.out.find("GELU (tanh) gated FFN") != std::string::npos);
+  const RunResult j = run_pagedllm("info --json -m " + quoted(pagedllm::test::kGemma3Path));
+  REQUIRE(j.exit_code == 0);
+  const nlohmann::json info = nlohmann::json::parse(j.out);
+  CHECK(info.at("config").at("sliding_window") == 512);
+  CHECK(info.at("config").at("sliding_window_pattern") == 6);
 }
 
 TEST_CASE("info --json on stories260K parses and holds the same values") {
@@ -218,9 +238,9 @@ TEST_CASE("an unsupported architecture: info still describes the file, run exits
   w.write_file(path);
   const RunResult info = run_pagedllm("info -m " + quoted(path));
   CHECK(info.exit_code == 0);
-  CHECK(info.out.find("unsupported architecture 'gemma2' (supported: llama, qwen2, qwen3)") != std::string::npos);
+  CHECK(info.out.find("unsupported architecture 'gemma2' (supported: llama, qwen2, qwen3, gemma3)") != std::string::npos);
   const RunResult run = run_pagedllm("run -m " + quoted(path) + " -p hi -n 1");
-  expect_one_error_line(run, "unsupported architecture 'gemma2' (supported: llama, qwen2, qwen3)");
+  expect_one_error_line(run, "unsupported architecture 'gemma2' (supported: llama, qwen2, qwen3, gemma3)");
 }
 
 TEST_CASE("a missing file and a malformed file exit non-zero with one error line") {

@@ -297,6 +297,21 @@ TEST_CASE("SwiGLU, residual add and bias add match the CPU (rel 1e-6)") {
   CHECK(relative_error(device_gate.download(), expected) < 1e-6);
 }
 
+TEST_CASE("GeGLU (gelu_tanh with the f16 rounding) and scaling match the CPU (rel 1e-6)") {
+  SKIP_WITHOUT_DEVICE();
+  std::mt19937 rng(5);
+  const int64_t n = 5000;
+  const std::vector<float> gate = random_floats(rng, n, 12.0f), up = random_floats(rng, n);
+  DeviceArray<float> device_gate(gate), device_up(up);
+  std::vector<float> expected = gate;
+  geglu(expected.data(), up.data(), n);
+  cuda::geglu(device_gate.get(), device_up.get(), n, nullptr);
+  CHECK(relative_error(device_gate.download(), expected) < 1e-6);
+  scale_in_place(expected.data(), 25.3f, n);
+  cuda::scale(device_gate.get(), 25.3f, n, nullptr);
+  CHECK(relative_error(device_gate.download(), expected) < 1e-6);
+}
+
 TEST_CASE("K/V writes through the slot mapping store f16-rounded rows; block copies copy every pool") {
   SKIP_WITHOUT_DEVICE();
   std::mt19937 rng(5);
@@ -440,6 +455,7 @@ struct AttentionProblem {
   std::vector<cuda::DeviceSeq> device_seqs;
   std::vector<int32_t> flat_tables;
   int n_tokens = 0;
+  int window = 0;  // sliding window of the oracle and the device launch; 0: none
 
   AttentionProblem(const AttentionShape& s, std::vector<SeqSpec> seq_specs, uint32_t seed)
       : shape(s), specs(std::move(seq_specs)) {
@@ -497,6 +513,7 @@ struct AttentionProblem {
     a.head_dim = shape.head_dim;
     a.block_size = shape.block_size;
     a.scale = scale();
+    a.window = window;
     a.seqs = cpu_seqs;
     naive_attention(a);
     return out;
@@ -526,6 +543,7 @@ struct DeviceProblem {
     args.head_dim = p.shape.head_dim;
     args.block_size = p.shape.block_size;
     args.scale = p.scale();
+    args.window = p.window;
   }
 };
 
@@ -593,6 +611,33 @@ TEST_CASE("flash and paged attention match the naive oracle on mixed batches of 
         CAPTURE(target_ctas);
         CHECK(row_relative_error(run_tiled(problem, target_ctas), expected, shape.head_dim) <
               attention_tolerance(shape, batch));
+      }
+    }
+  }
+}
+
+TEST_CASE("sliding windows: flash and paged attention match the naive oracle, MQA head_dim 256 included") {
+  SKIP_WITHOUT_DEVICE();
+  const AttentionShape shapes[] = {{4, 1, 256, 16}, {8, 2, 64, 16}, {2, 1, 128, 7}};
+  const std::vector<std::vector<SeqSpec>> batches = {
+      {{300, 300}},                        // a prompt across the window edge
+      {{700, 64}, {900, 1}, {40, 1}},     // a chunk after a prefix, decodes past and inside the window
+  };
+  uint32_t seed = 700;
+  for (const AttentionShape& shape : shapes) {
+    for (const std::vector<SeqSpec>& batch : batches) {
+      for (int window : {1, 16, 100, 512}) {
+        AttentionProblem problem(shape, batch, seed++);
+        problem.window = window;
+        const std::vector<float> expected = problem.oracle();
+        for (int target_ctas : {1, 264}) {
+          CAPTURE(shape.n_head);
+          CAPTURE(shape.head_dim);
+          CAPTURE(window);
+          CAPTURE(target_ctas);
+          CHECK(row_relative_error(run_tiled(problem, target_ctas), expected, shape.head_dim) <
+                attention_tolerance(shape, batch));
+        }
       }
     }
   }

@@ -1,12 +1,15 @@
 // read_model_config on writer-made files: the derived shape (GQA/MQA/MHA), llama.cpp's defaults for absent keys,
-// per-layer array forms, rope scaling, tied embeddings, each family's traits (llama, qwen2, qwen3), and one clear
+// per-layer array forms, rope scaling, tied embeddings, each family's traits (llama, qwen2, qwen3, gemma3), and one clear
 // Error per bad or missing key.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <functional>
 #include <limits>
 #include <string>
 #include <vector>
+
+#include "required_files.h"
 
 #include "common/error.h"
 #include "model_loader/gguf.h"
@@ -174,12 +177,12 @@ TEST_CASE("tied embeddings and rope_freqs are detected from the tensors present"
 
 TEST_CASE("an unsupported architecture is an Error listing the supported ones") {
   expect_config_error([](GgufWriter& w) { w.set_string("general.architecture", "gpt2"); },
-                      {"unsupported architecture 'gpt2'", "supported: llama, qwen2, qwen3)"});
+                      {"unsupported architecture 'gpt2'", "supported: llama, qwen2, qwen3, gemma3)"});
   expect_config_error([](GgufWriter& w) { w.set_string("general.architecture", "mistral3"); },
-                      {"'mistral3'", "supported: llama, qwen2, qwen3)"});
+                      {"'mistral3'", "supported: llama, qwen2, qwen3, gemma3)"});
   // A family this engine does not run is refused even when its keys look like a supported one's.
   expect_config_error([](GgufWriter& w) { w.set_string("general.architecture", "qwen2moe"); },
-                      {"unsupported architecture 'qwen2moe'", "supported: llama, qwen2, qwen3)"});
+                      {"unsupported architecture 'qwen2moe'", "supported: llama, qwen2, qwen3, gemma3)"});
   expect_config_error([](GgufWriter& w) { w.remove("general.architecture"); }, {"'general.architecture'", "missing"});
   expect_config_error([](GgufWriter& w) { w.set_u32("general.architecture", 1); },
                       {"general.architecture", "expected string"});
@@ -360,7 +363,8 @@ TEST_CASE("each family reads with its traits: rope layout, q/k/v biases, per-hea
     REQUIRE(find_architecture(name) != nullptr);
     CHECK(find_architecture(name)->fallback_chat_template == "chatml");
   }
-  CHECK(supported_architecture_list() == "llama, qwen2, qwen3");
+  CHECK(supported_architecture_list() == "llama, qwen2, qwen3, gemma3");
+  CHECK(find_architecture("gemma3")->fallback_chat_template == "gemma");
 }
 
 TEST_CASE("a qwen3 file without its q/k norm gains is an Error naming the tensor; a qwen2 one without biases loads") {
@@ -383,4 +387,69 @@ TEST_CASE("a qwen3 file without its q/k norm gains is an Error naming the tensor
   CHECK_FALSE(qwen2_config.has_qkv_bias);
   CHECK(qwen2_config.rope_layout == RopeLayout::Neox);
   CHECK(load_llama_weights(*qwen2_file, qwen2_config).layers.size() == 2);
+}
+
+TEST_CASE("gemma3: every sixth layer global, the others windowed with RoPE base 10000; post-norms required") {
+  GgufWriter w = relabelled_micro("gemma3");
+  w.set_u32("gemma3.block_count", 2);
+  w.set_u32("gemma3.attention.sliding_window", 8);
+  for (int layer = 0; layer < 2; ++layer) {
+    w.add_tensor_f32("blk." + std::to_string(layer) + ".attn_q_norm.weight", {8}, std::vector<float>(8, 1.0f));
+    w.add_tensor_f32("blk." + std::to_string(layer) + ".attn_k_norm.weight", {8}, std::vector<float>(8, 1.0f));
+  }
+  const std::vector<uint8_t> image = w.to_bytes();
+  const auto file = GgufFile::from_memory(image, "gemma3.gguf");
+  const ModelConfig c = read_model_config(*file);
+  CHECK(c.architecture == "gemma3");
+  CHECK(c.rope_layout == RopeLayout::Neox);
+  CHECK(c.ffn_activation == FfnActivation::GeluTanh);
+  CHECK(c.embedding_scale == doctest::Approx(std::sqrt(32.0f)));
+  CHECK(c.attention_scale == doctest::Approx(1.0f / std::sqrt(8.0f)));
+  CHECK(c.has_post_norms);
+  CHECK(c.sliding_window == 8);
+  CHECK(c.rope_freq_base_swa == 10000.0f);
+  CHECK(c.layer_window(0) == 8);
+  CHECK(c.layer_window(4) == 8);
+  CHECK(c.layer_window(5) == 0);  // (5 + 1) % 6 == 0: global
+  CHECK(c.layer_window(11) == 0);
+  // With only two layers both are windowed, so every layer's window is 8.
+  CHECK(c.window_of_every_layer() == 8);
+  // The post-sublayer norms are part of the family: a file without them names the missing tensor.
+  CHECK_THROWS_WITH_AS(load_llama_weights(*file, c), doctest::Contains("'blk.0.post_attention_norm.weight' is missing"),
+                       Error);
+
+  // rope.freq_base_swa overrides the local base; no attention.sliding_window means no window at all.
+  GgufWriter v = relabelled_micro("gemma3");
+  v.set_f32("gemma3.rope.freq_base_swa", 5000.0f);
+  const std::vector<uint8_t> image2 = v.to_bytes();
+  const ModelConfig c2 = read_model_config(*GgufFile::from_memory(image2, "gemma3b.gguf"));
+  CHECK(c2.rope_freq_base_swa == 5000.0f);
+  CHECK(c2.sliding_window == 0);
+  CHECK(c2.layer_window(0) == 0);
+  CHECK(c2.window_of_every_layer() == 0);
+}
+
+TEST_CASE("gemma3: the real 270M file's config (MQA, head_dim 256 from key_length, window 512)") {
+  test::require_gemma3();
+  const auto file = GgufFile::open(test::kGemma3Path);
+  const ModelConfig c = read_model_config(*file);
+  CHECK(c.n_layer == 18);
+  CHECK(c.n_head == 4);
+  CHECK(c.n_head_kv == 1);
+  CHECK(c.head_dim == 256);  // n_embd / n_head would be 160
+  CHECK(c.n_embd == 640);
+  CHECK(c.sliding_window == 512);
+  CHECK(c.rope_freq_base == 1000000.0f);
+  CHECK(c.rope_freq_base_swa == 10000.0f);
+  CHECK(c.attention_scale == doctest::Approx(1.0f / 16.0f));
+  CHECK(c.tied_embeddings);
+  int global = 0;
+  for (int64_t layer = 0; layer < c.n_layer; ++layer) global += c.layer_window(layer) == 0 ? 1 : 0;
+  CHECK(global == 3);  // layers 5, 11 and 17
+  const LlamaWeights w = load_llama_weights(*file, c);
+  for (const LlamaLayerWeights& l : w.layers) {
+    CHECK(l.post_attention_norm != nullptr);
+    CHECK(l.post_ffw_norm != nullptr);
+    CHECK(l.attn_q_norm != nullptr);
+  }
 }

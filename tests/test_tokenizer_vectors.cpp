@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model_loader/gguf.h"
+#include "required_files.h"
 #include "synthetic_golden.h"
 #include "tokenizer/tokenizer.h"
 
@@ -173,4 +174,52 @@ TEST_CASE("the Qwen-style BPE vocabulary tokenizes and renders exactly as llama.
   }
   MESSAGE("qwen2-tiny BPE vocabulary: ", passed, "/", cases.size(), " encodings and ", pieces_equal, "/",
           tokenizer->n_vocab(), " pieces equal to llama.cpp's");
+}
+
+TEST_CASE("the Gemma 3 vocabulary of the real 270M file tokenizes and renders exactly as llama.cpp does") {
+  const std::filesystem::path path =
+      std::filesystem::path(PAGEDLLM_SOURCE_DIR) / "tests" / "golden" / "tokenizer" / "gemma-3-270m-spm.json";
+  const nlohmann::json golden = nlohmann::json::parse(read_file(path));
+  INFO("golden file " << path.filename().string() << " (" << golden.at("reference").get<std::string>() << ")");
+  pagedllm::test::require_gemma3();
+  const auto file = pagedllm::GgufFile::open(pagedllm::test::kGemma3Path);
+  const auto tokenizer = pagedllm::Tokenizer::from_gguf(*file);
+  CHECK(tokenizer->model_name() == "llama");
+  CHECK_FALSE(tokenizer->add_space_prefix());
+  REQUIRE(tokenizer->n_vocab() == golden.at("n_vocab").get<int32_t>());
+
+  size_t passed = 0, with_special = 0;
+  const auto& cases = golden.at("cases");
+  REQUIRE(cases.size() >= 100);
+  for (const auto& test_case : cases) {
+    const std::string text = test_case.at("text");
+    const bool parse_special = test_case.at("parse_special");
+    const std::vector<int32_t> expected = test_case.at("ids");
+    const std::vector<int32_t> ids = tokenizer->encode(text, /*add_special=*/true, parse_special);
+    CHECK_MESSAGE(ids == expected, "'", printable(text), "' parse_special ", parse_special, "\n  got      [",
+                  fmt::format("{}", fmt::join(ids, " ")), "]\n  expected [",
+                  fmt::format("{}", fmt::join(expected, " ")), "]");
+    if (ids == expected) ++passed;
+    if (parse_special && ids.size() < tokenizer->encode(text, true, false).size()) ++with_special;
+  }
+  // The turn markers are control tokens: cut out only with parse_special.
+  CHECK(with_special >= 3);
+
+  const auto& piece_ids = golden.at("piece_ids");
+  const auto& pieces = golden.at("pieces_hex");
+  const auto& special_pieces = golden.at("special_pieces_hex");
+  REQUIRE(pieces.size() == piece_ids.size());
+  REQUIRE(special_pieces.size() == piece_ids.size());
+  size_t pieces_equal = 0;
+  for (size_t i = 0; i < piece_ids.size(); ++i) {
+    const int32_t id = piece_ids.at(i);
+    const std::string piece = hex_of(tokenizer->token_to_piece(id, false));
+    const std::string special = hex_of(tokenizer->token_to_piece(id, true));
+    CHECK_MESSAGE(piece == pieces.at(i).get<std::string>(), "piece of id ", id);
+    CHECK_MESSAGE(special == special_pieces.at(i).get<std::string>(), "piece of id ", id,
+                  " with special tokens rendered");
+    if (piece == pieces.at(i).get<std::string>() && special == special_pieces.at(i).get<std::string>()) ++pieces_equal;
+  }
+  MESSAGE("Gemma 3 vocabulary: ", passed, "/", cases.size(), " encodings and ", pieces_equal, "/", piece_ids.size(),
+          " pieces equal to llama.cpp's");
 }

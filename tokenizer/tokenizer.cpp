@@ -24,8 +24,10 @@ constexpr std::string_view kEndOfTurnTexts[] = {
     "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>",  // <｜end▁of▁sentence｜> (DeepSeek)
 };
 constexpr std::string_view kEndOfMessageTexts[] = {"<|eom_id|>"};
+// "</s>" too: the Gemma 3 vocabulary has it as a user-defined token next to its HTML-like tags, and llama.cpp
+// (checked with llama-cpp-python 0.3.36) makes it CONTROL and end-of-generation, so it is not cut out of plain text.
 constexpr std::string_view kEndOfGenerationTexts[] = {
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>",
+    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "</s>",
 };
 constexpr std::string_view kFimPrefixTexts[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>",
                                                 "<\xEF\xBD\x9C" "fim\xE2\x96\x81" "begin\xEF\xBD\x9C>", "<PRE>",

@@ -102,26 +102,30 @@ class TiledAttention {
 
       for (int t = 0; t < n_tokens; ++t) {
         const int position = first_new_position + item.token_begin + t;
-        // Keys of this block at positions <= the token's own.
+        // Keys of this block at positions <= the token's own and, with a sliding window, after position - window:
+        // the block's keys [oldest, visible).
         const int visible = std::min(n_keys, position - block_start + 1);
-        if (visible <= 0) continue;
+        const int oldest = a_.window > 0 ? std::max(0, position - a_.window + 1 - block_start) : 0;
+        if (visible - oldest <= 0) continue;
+        const size_t skipped = static_cast<size_t>(oldest) * k_stride;
         for (int g = 0; g < group_; ++g) {
           const int row = t * group_ + g;
           const int head = item.kv_head * group_ + g;
           const float* q = a_.q + (static_cast<size_t>(s.first_row) + static_cast<size_t>(item.token_begin + t)) *
                                       static_cast<size_t>(a_.n_head) * hd +
                            static_cast<size_t>(head) * hd;  // [head_dim]
-          float* scores = scratch.scores.data();         // [visible]
-          const float tile_max =
-              attention_simd::score_keys(q, k_rows, k_stride, visible, head_dim_, a_.scale, scores);
+          float* scores = scratch.scores.data();         // [visible - oldest]
+          const int n_seen = visible - oldest;
+          const float tile_max = attention_simd::score_keys(q, k_rows + skipped, k_stride, n_seen, head_dim_,
+                                                            a_.scale, scores);
           SoftmaxState& state = states[row];
           const float factor = softmax_rescale(state, tile_max);
           // The block's contribution is summed on its own and then added: thousands of keys then make a chain of
           // n / block_size additions into the accumulator instead of n (a 4k prefill's error against the oracle
           // drops from ~5e-6 to ~1e-6 relative).
-          state.sum += attention_simd::exponentiate(scores, visible, state.max);
+          state.sum += attention_simd::exponentiate(scores, n_seen, state.max);
           float* block_sum = scratch.block_sum.data();  // [head_dim]
-          attention_simd::weighted_sum(scores, v_rows, k_stride, visible, head_dim_, block_sum);
+          attention_simd::weighted_sum(scores, v_rows + skipped, k_stride, n_seen, head_dim_, block_sum);
           float* acc_row = acc + static_cast<size_t>(row) * hd;
           for (int d = 0; d < head_dim_; ++d) acc_row[d] = acc_row[d] * factor + block_sum[d];
         }
@@ -243,6 +247,11 @@ void plan(const AttentionArgs& a, int n_threads, std::vector<WorkItem>& items, s
   const int group = a.n_head / a.n_head_kv;
   const int tile_tokens = std::max(1, kPrefillTileRows / group);
   auto blocks_through = [&](int position) { return position / a.block_size + 1; };  // blocks covering 0..position
+  // The first block holding a key that the row at `position` sees: with a sliding window the blocks before it are
+  // never loaded (the cache may already have given them back).
+  auto first_block_seen = [&](int position) {
+    return a.window > 0 ? std::max(0, position - a.window + 1) / a.block_size : 0;
+  };
 
   // Flash-decoding: a decode item costing more than a fair share of the call (total / (2 * threads)) is split
   // into pieces of about that share, so one long context cannot keep a single thread busy while the others
@@ -265,18 +274,20 @@ void plan(const AttentionArgs& a, int n_threads, std::vector<WorkItem>& items, s
     const int first_new_position = s.context_length - s.n_new;
     if (s.n_new == 1) {
       const int n_blocks = blocks_through(s.context_length - 1);
-      const int64_t cost = static_cast<int64_t>(group) * s.context_length;
+      const int first_block = first_block_seen(s.context_length - 1);
+      const int64_t cost = static_cast<int64_t>(group) * (s.context_length - first_block * a.block_size);
       const int64_t wanted = n_threads == 1 ? 1 : (cost + fair_share - 1) / fair_share;
-      const int splits = static_cast<int>(std::clamp<int64_t>(wanted, 1, n_blocks));
+      const int splits = static_cast<int>(std::clamp<int64_t>(wanted, 1, n_blocks - first_block));
       for (int kv_head = 0; kv_head < a.n_head_kv; ++kv_head) {
         if (splits == 1) {
-          items.push_back({seq, kv_head, 0, 1, 0, n_blocks, -1, cost});
+          items.push_back({seq, kv_head, 0, 1, first_block, n_blocks, -1, cost});
           continue;
         }
         merges.push_back({seq, kv_head, n_partials, splits});
+        const int span = n_blocks - first_block;
         for (int split = 0; split < splits; ++split) {
-          const int begin = static_cast<int>(static_cast<int64_t>(n_blocks) * split / splits);
-          const int end = static_cast<int>(static_cast<int64_t>(n_blocks) * (split + 1) / splits);
+          const int begin = first_block + static_cast<int>(static_cast<int64_t>(span) * split / splits);
+          const int end = first_block + static_cast<int>(static_cast<int64_t>(span) * (split + 1) / splits);
           items.push_back({seq, kv_head, 0, 1, begin, end, n_partials++,
                            static_cast<int64_t>(group) * (end - begin) * a.block_size});
         }
@@ -287,10 +298,12 @@ void plan(const AttentionArgs& a, int n_threads, std::vector<WorkItem>& items, s
       const int token_end = std::min(s.n_new, token_begin + tile_tokens);
       // Causal skipping: blocks past the tile's last position are never loaded.
       const int n_blocks = blocks_through(first_new_position + token_end - 1);
+      // ... and, with a window, blocks wholly before the tile's first row's window.
+      const int first_block = first_block_seen(first_new_position + token_begin);
       const int64_t cost = static_cast<int64_t>(token_end - token_begin) * group *
-                           (first_new_position + token_end);
+                           (first_new_position + token_end - first_block * a.block_size);
       for (int kv_head = 0; kv_head < a.n_head_kv; ++kv_head)
-        items.push_back({seq, kv_head, token_begin, token_end, 0, n_blocks, -1, cost});
+        items.push_back({seq, kv_head, token_begin, token_end, first_block, n_blocks, -1, cost});
     }
   }
   // Largest first: with dynamic hand-out, the long causal tiles no longer finish last.

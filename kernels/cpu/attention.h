@@ -4,7 +4,8 @@
 // Every sequence in the call contributes `n_new` query rows (its LAST n_new positions,
 // context_length - n_new .. context_length - 1); row r attends causally to the positions <= its own. The new
 // tokens' K/V are already in the pools (written through the slot mapping before the call). Query head h reads
-// KV head h / (n_head / n_head_kv): MHA, GQA and MQA are one path.
+// KV head h / (n_head / n_head_kv): MHA, GQA and MQA are one path. With a sliding window W, row r sees only the
+// positions after its own minus W; blocks wholly before every row's window are not read at all.
 //
 // `paged_attention` is the tiled kernel: a work item is one KV head of one sequence together with a tile of query
 // rows, so all the query heads sharing that KV head (the GQA group) consume each K/V block in one pass. Key tiles
@@ -41,6 +42,7 @@ struct AttentionArgs {
   int head_dim = 0;
   int block_size = 0;
   float scale = 1.0f;  // applied to q.k, usually 1 / sqrt(head_dim)
+  int window = 0;      // > 0: row at position p sees positions p - window + 1 .. p only (sliding window)
   std::span<const SeqAttention> seqs;
 };
 

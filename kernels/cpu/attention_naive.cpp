@@ -1,5 +1,5 @@
 // The attention oracle: for each sequence and query head, the full [n_new, context_length] score matrix with the
-// causal mask, a max-subtracted softmax per row, then probabilities times V. Deliberately the textbook order of
+// causal mask (and the sliding window's), a max-subtracted softmax per row, then probabilities times V. Deliberately the textbook order of
 // operations and nothing shared with the tiled kernel but the argument checks and the element loads, so that the
 // two agree only if both are right. Sums run in double: over thousands of keys a float sum drifts by a few 1e-6,
 // and the oracle's own drift would eat most of the 1e-5 the tiled kernel is held to.
@@ -63,8 +63,12 @@ void naive_attention(const AttentionArgs& a) {
         const float* q = a.q + (static_cast<size_t>(s.first_row) + i) * static_cast<size_t>(a.n_head) * head_dim +
                          static_cast<size_t>(h) * head_dim;  // [head_dim]
         double* row = &scores[i * context];                     // [context_length]
+        // Positions before `oldest` are outside the row's sliding window (none without one).
+        const size_t position = first_position + i;
+        const size_t window = static_cast<size_t>(a.window);
+        const size_t oldest = a.window > 0 && position + 1 > window ? position + 1 - window : 0;
         for (size_t j = 0; j < context; ++j) {
-          if (j > first_position + i) {
+          if (j > position || j < oldest) {
             row[j] = -std::numeric_limits<double>::infinity();
             continue;
           }
@@ -88,6 +92,7 @@ void naive_attention(const AttentionArgs& a) {
         weighted.assign(head_dim, 0.0);
         for (size_t j = 0; j <= first_position + i; ++j) {
           const double p = scores[i * context + j];
+          if (p == 0.0) continue;  // masked (outside the window): its block may not be live
           const size_t base = slot_of(j) * slot_stride + kv_head * head_dim;
           for (size_t d = 0; d < head_dim; ++d) weighted[d] += p * load(a, a.v_pool, base + d);
         }

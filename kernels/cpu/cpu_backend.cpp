@@ -116,6 +116,7 @@ AttentionArgs CpuBackend::attention_args(int layer, const float* q, float* out, 
   args.head_dim = params.head_dim;
   args.block_size = kv_pool_.block_size();
   args.scale = params.scale;
+  args.window = params.window;
   args.seqs = seq_attention_;
   return args;
 }
@@ -138,6 +139,10 @@ void CpuBackend::attention_reference(int layer, const float* q, float* out, cons
 }
 
 void CpuBackend::swiglu(float* gate, const float* up, int64_t n) { pagedllm::swiglu(gate, up, n); }
+
+void CpuBackend::geglu(float* gate, const float* up, int64_t n) { pagedllm::geglu(gate, up, n); }
+
+void CpuBackend::scale(float* x, float factor, int64_t n) { scale_in_place(x, factor, n); }
 
 void CpuBackend::add(float* x, const float* y, int64_t n) { add_in_place(x, y, n); }
 

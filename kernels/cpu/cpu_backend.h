@@ -40,6 +40,8 @@ class CpuBackend : public Backend {
   void attention(int layer, float* q, float* out, const AttentionParams& params) override;
   void attention_reference(int layer, const float* q, float* out, const AttentionParams& params) override;
   void swiglu(float* gate, const float* up, int64_t n) override;
+  void geglu(float* gate, const float* up, int64_t n) override;
+  void scale(float* x, float factor, int64_t n) override;
   void add(float* x, const float* y, int64_t n) override;
   void read_to_host(const float* x, int64_t n, float* host) override;
   void synchronize() override {}

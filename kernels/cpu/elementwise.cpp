@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/common/gelu.h"
+
 namespace pagedllm {
 
 void rms_norm(const float* x, const float* gain, float* out, int64_t n_rows, int64_t n, float eps) {
@@ -51,6 +53,14 @@ void swiglu(float* gate, const float* up, int64_t n) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];
   }
+}
+
+void geglu(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) gate[i] = gelu_tanh(gate[i]) * up[i];
+}
+
+void scale_in_place(float* x, float factor, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= factor;
 }
 
 void add_in_place(float* x, const float* y, int64_t n) {

@@ -1,5 +1,5 @@
 #pragma once
-// The per-token vector operations of the llama forward on the CPU: RMSNorm, RoPE, SwiGLU, residual add.
+// The per-token vector operations of the forward on the CPU: RMSNorm, RoPE, SwiGLU/GeGLU, residual add, scaling.
 // Rows are independent; callers pass whole batches ([n_rows, n] row-major).
 #include <cstdint>
 
@@ -19,6 +19,12 @@ void rope(float* x, const int32_t* positions, int64_t n_rows, int64_t n_heads, i
 
 // gate[i] = silu(gate[i]) * up[i]; gate, up: [n]. Result in gate.
 void swiglu(float* gate, const float* up, int64_t n);
+
+// gate[i] = gelu_tanh(gate[i]) * up[i] (kernels/common/gelu.h); gate, up: [n]. Result in gate.
+void geglu(float* gate, const float* up, int64_t n);
+
+// x[i] *= factor
+void scale_in_place(float* x, float factor, int64_t n);
 
 // x[i] += y[i]
 void add_in_place(float* x, const float* y, int64_t n);

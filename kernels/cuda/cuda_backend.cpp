@@ -185,6 +185,7 @@ struct CudaBackend::Impl {
     args.head_dim = params.head_dim;
     args.block_size = kv_geometry.block_size;
     args.scale = params.scale;
+    args.window = params.window;
     return args;
   }
 
@@ -455,6 +456,10 @@ void CudaBackend::attention_reference(int layer, const float* q, float* out, con
 }
 
 void CudaBackend::swiglu(float* gate, const float* up, int64_t n) { cuda::swiglu(gate, up, n, impl_->stream); }
+
+void CudaBackend::geglu(float* gate, const float* up, int64_t n) { cuda::geglu(gate, up, n, impl_->stream); }
+
+void CudaBackend::scale(float* x, float factor, int64_t n) { cuda::scale(x, factor, n, impl_->stream); }
 
 void CudaBackend::add(float* x, const float* y, int64_t n) { cuda::add_in_place(x, y, n, impl_->stream); }
 

@@ -62,6 +62,8 @@ void rope_qk(float* q, float* k, const int32_t* positions, int64_t n_rows, int n
 
 // ---------------------------------------------------------------- swiglu.cu
 void swiglu(float* gate, const float* up, int64_t n, cudaStream_t stream);       // gate = silu(gate) * up
+void geglu(float* gate, const float* up, int64_t n, cudaStream_t stream);        // gate = gelu_tanh(gate) * up
+void scale(float* x, float factor, int64_t n, cudaStream_t stream);              // x *= factor
 void add_in_place(float* x, const float* y, int64_t n, cudaStream_t stream);     // x += y
 void add_bias(float* x, const float* bias, int64_t n_rows, int64_t n, cudaStream_t stream);  // x[r] += bias
 // x[i] = f32(f16(x[i])): q before attention over an f16 cache, as the CPU rounds it. x: [n].
@@ -127,6 +129,7 @@ struct AttentionLaunch {
   int head_dim = 0;
   int block_size = 0;
   float scale = 1.0f;
+  int window = 0;  // > 0: the row at position p sees keys p - window + 1 .. p only (sliding window)
 };
 
 // flash_attention.cu: prefill. `tiles` from plan_flash_tiles with the shape flash_tile_shape(...) gives for

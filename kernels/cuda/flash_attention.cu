@@ -150,8 +150,10 @@ __global__ void __launch_bounds__(kThreads) flash_attention_mma_kernel(Attention
     *reinterpret_cast<uint2*>(q_shared + r * kStride + d) = packed;
   }
 
-  // K/V tile `tile_index` -> buffer; positions past the tile's last token are zero-filled (never read from the
-  // pool: they may lie past the block table).
+  // The oldest position any row of the tile sees: 0, or the first row's sliding-window start.
+  const int oldest_position = a.window > 0 ? max(0, t.first_position - a.window + 1) : 0;
+  // K/V tile `tile_index` -> buffer; positions past the tile's last token or before oldest_position are zero-filled
+  // (never read from the pool: they may lie past the block table, or in blocks the cache gave back).
   auto load_kv_tile = [&](int tile_index, int buffer) {
     const int key_begin = tile_index * kMmaKeys;
     for (int i = threadIdx.x; i < kMmaKeys * kChunks; i += kThreads) {
@@ -161,7 +163,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_mma_kernel(Attention
       const uint16_t* k_source = a.k_pool;
       const uint16_t* v_source = a.v_pool;
       int bytes = 0;
-      if (position <= t.last_position) {
+      if (position <= t.last_position && position >= oldest_position) {
         const int64_t block = table[position / a.block_size];
         const int64_t slot = block * a.block_size + position % a.block_size;
         const int64_t offset = slot * slot_stride + static_cast<int64_t>(kv_head) * kHeadDim + chunk * 8;
@@ -176,7 +178,8 @@ __global__ void __launch_bounds__(kThreads) flash_attention_mma_kernel(Attention
   };
 
   const int n_key_tiles = t.last_position / kMmaKeys + 1;
-  load_kv_tile(0, 0);
+  const int first_key_tile = oldest_position / kMmaKeys;
+  load_kv_tile(first_key_tile, first_key_tile & 1);
   cp_async_commit();
   __syncthreads();  // Q is in shared memory
 
@@ -207,7 +210,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_mma_kernel(Attention
   for (int j = 0; j < 2 * kDimSteps; ++j) output[j][0] = output[j][1] = output[j][2] = output[j][3] = 0.0f;
   SoftmaxState state0 = softmax_state_empty(), state1 = softmax_state_empty();  // sums are this lane's part
 
-  for (int key_tile = 0; key_tile < n_key_tiles; ++key_tile) {
+  for (int key_tile = first_key_tile; key_tile < n_key_tiles; ++key_tile) {
     const int buffer = key_tile & 1;
     if (key_tile + 1 < n_key_tiles) {
       load_kv_tile(key_tile + 1, buffer ^ 1);
@@ -250,7 +253,8 @@ __global__ void __launch_bounds__(kThreads) flash_attention_mma_kernel(Attention
           const TileCoord at = accumulator_coord(lane, c);  // row g or g + 8 of the warp, key column
           const int key = key_begin + j * 8 + at.col;
           const int position = at.row < 8 ? position0 : position1;
-          const float value = key <= position ? scores[j][c] * a.scale : -INFINITY;
+          const bool seen = key <= position && (a.window <= 0 || key > position - a.window);
+          const float value = seen ? scores[j][c] * a.scale : -INFINITY;
           scores[j][c] = value;
           if (c < 2) {
             tile_max0 = fmaxf(tile_max0, value);
@@ -386,14 +390,15 @@ __global__ void __launch_bounds__(kThreads) flash_attention_generic_kernel(Atten
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int n_key_tiles = t.last_position / kGenericKeys + 1;
-  for (int key_tile = 0; key_tile < n_key_tiles; ++key_tile) {
+  const int oldest_position = a.window > 0 ? max(0, t.first_position - a.window + 1) : 0;
+  for (int key_tile = oldest_position / kGenericKeys; key_tile < n_key_tiles; ++key_tile) {
     const int key_begin = key_tile * kGenericKeys;
     __syncthreads();  // the previous tile is consumed (and, the first time, Q and the states are ready)
     for (int i = threadIdx.x; i < kGenericKeys * head_dim; i += kThreads) {
       const int key = i / head_dim, d = i % head_dim;
       const int position = key_begin + key;
       float k_value = 0.0f, v_value = 0.0f;
-      if (position <= t.last_position) {
+      if (position <= t.last_position && position >= oldest_position) {
         const int64_t block = table[position / a.block_size];
         const int64_t slot = block * a.block_size + position % a.block_size;
         const int64_t offset = slot * slot_stride + static_cast<int64_t>(kv_head) * head_dim + d;
@@ -410,7 +415,7 @@ __global__ void __launch_bounds__(kThreads) flash_attention_generic_kernel(Atten
       if (key_begin > position) continue;  // the whole tile is in this row's future (uniform over the warp)
       const int key = key_begin + lane;
       float score = -INFINITY;
-      if (key <= position) {
+      if (key <= position && (a.window <= 0 || key > position - a.window)) {
         float dot = 0.0f;
         for (int d = 0; d < head_dim; ++d) dot += q_shared[r * head_dim + d] * k_shared[lane * key_stride + d];
         score = dot * a.scale;

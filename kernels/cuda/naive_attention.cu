@@ -28,7 +28,7 @@ __global__ void naive_scores_kernel(AttentionLaunch a, DeviceSeq s, float* score
   if (j >= s.context_length) return;
   const int position = s.context_length - s.n_new + i;
   float* destination = scores + (static_cast<int64_t>(h) * s.n_new + i) * s.context_length + j;
-  if (j > position) {
+  if (j > position || (a.window > 0 && j <= position - a.window)) {  // the future, or before the sliding window
     *destination = -INFINITY;
     return;
   }
@@ -78,7 +78,7 @@ __global__ void naive_pv_kernel(AttentionLaunch a, DeviceSeq s, const float* sco
   float* out = a.out + ((static_cast<int64_t>(s.first_row) + i) * a.n_head + h) * a.head_dim;
   for (int d = threadIdx.x; d < a.head_dim; d += kThreads) {
     float sum = 0.0f;
-    for (int j = 0; j <= position; ++j) sum += p[j] * fp16_to_f32(a.v_pool[slot_element(a, table, j, kv_head) + d]);
+    for (int j = a.window > 0 ? max(0, position - a.window + 1) : 0; j <= position; ++j) sum += p[j] * fp16_to_f32(a.v_pool[slot_element(a, table, j, kv_head) + d]);
     out[d] = sum;
   }
 }

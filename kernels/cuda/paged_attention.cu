@@ -74,7 +74,8 @@ __global__ void __launch_bounds__(kThreads) paged_decode_kernel(AttentionLaunch 
   const int64_t query = static_cast<int64_t>(s.first_row) + s.n_new - 1;
   const int32_t* table = a.block_tables + s.table_offset;
   const int64_t slot_stride = static_cast<int64_t>(a.n_head_kv) * head_dim;
-  const int key_begin = item.block_begin * a.block_size;
+  // With a sliding window the keys before context - window are skipped (their blocks may no longer be live).
+  const int key_begin = max(item.block_begin * a.block_size, a.window > 0 ? s.context_length - a.window : 0);
   const int key_end = min(item.block_end * a.block_size, s.context_length);
 
   for (int i = threadIdx.x; i < kMaxHeads * head_dim; i += kThreads) {
