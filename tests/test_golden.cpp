@@ -13,7 +13,8 @@
 // up to ~0.3 there and even change its top token, so an independent kernel is held to the same scale.
 // Greedy tokens must be identical at every step except near-ties, where llama.cpp's top-2 margin is below twice
 // the disagreement of its own two attention paths at that very step; those are counted and reported, and at least
-// two of every three steps must be checked exactly. Gemma 3 270M is the most sensitive model here: its residual
+// four of every five steps must be checked exactly (two of every three for Gemma 3 270M, the most sensitive model
+// here: 87 exact and 33 near-ties measured with llama-cpp-python 0.3.36). Its residual
 // stream runs to the thousands, and llama.cpp's two paths differ by up to 1.7 on its logits (tests/golden/gemma-*).
 // Its third prompt is longer than the 512-position sliding window, so the local layers' masks cut keys off.
 #include <doctest/doctest.h>
@@ -167,6 +168,8 @@ TEST_CASE("greedy tokens and top-5 logits match llama.cpp's golden files") {
     MESSAGE(file.filename().string() << ": largest top-5 logit difference " << worst_difference
             << " (llama.cpp's own plain-vs-flash spread " << spread << "); greedy token checked and equal at "
             << exact_steps << " steps, " << near_ties << " near-ties exempt");
-    CHECK(2 * exact_steps >= 4 * near_ties);
+    // Four exact steps per near-tie, two for Gemma 3 (see the top of the file: its logits are the noisiest here).
+    const int exact_per_near_tie = file.filename().string().rfind("gemma-3", 0) == 0 ? 2 : 4;
+    CHECK(exact_steps >= exact_per_near_tie * near_ties);
   }
 }
