@@ -91,6 +91,28 @@ std::string printable(const std::string& text) {
   return out;
 }
 
+// Encodes every case of a golden file ({text, parse_special, ids}, add_special on) and checks the ids. Returns how
+// many were equal, and in how many parse_special made the encoding shorter (special tokens cut out of the text).
+struct EncodingTally {
+  size_t passed = 0;
+  size_t with_special = 0;
+};
+EncodingTally check_encodings(const pagedllm::Tokenizer& tokenizer, const nlohmann::json& cases) {
+  EncodingTally tally;
+  for (const auto& test_case : cases) {
+    const std::string text = test_case.at("text");
+    const bool parse_special = test_case.at("parse_special");
+    const std::vector<int32_t> expected = test_case.at("ids");
+    const std::vector<int32_t> ids = tokenizer.encode(text, /*add_special=*/true, parse_special);
+    CHECK_MESSAGE(ids == expected, "'", printable(text), "' parse_special ", parse_special, "\n  got      [",
+                  fmt::format("{}", fmt::join(ids, " ")), "]\n  expected [",
+                  fmt::format("{}", fmt::join(expected, " ")), "]");
+    if (ids == expected) ++tally.passed;
+    if (parse_special && ids.size() < tokenizer.encode(text, true, false).size()) ++tally.with_special;
+  }
+  return tally;
+}
+
 }  // namespace
 
 TEST_CASE("every tokenizer test vector in shared/tokenizer-tests encodes to llama.cpp's ids") {
@@ -142,20 +164,10 @@ TEST_CASE("the Qwen-style BPE vocabulary tokenizes and renders exactly as llama.
   CHECK(tokenizer->pre_tokenizer_name() == "qwen2");
   CHECK_FALSE(tokenizer->add_bos());
 
-  size_t passed = 0, with_special = 0;
   const auto& cases = golden.at("cases");
   REQUIRE(cases.size() >= 100);
-  for (const auto& test_case : cases) {
-    const std::string text = test_case.at("text");
-    const bool parse_special = test_case.at("parse_special");
-    const std::vector<int32_t> expected = test_case.at("ids");
-    const std::vector<int32_t> ids = tokenizer->encode(text, /*add_special=*/true, parse_special);
-    CHECK_MESSAGE(ids == expected, "'", printable(text), "' parse_special ", parse_special, "\n  got      [",
-                  fmt::format("{}", fmt::join(ids, " ")), "]\n  expected [",
-                  fmt::format("{}", fmt::join(expected, " ")), "]");
-    if (ids == expected) ++passed;
-    if (parse_special && ids.size() < tokenizer->encode(text, true, false).size()) ++with_special;
-  }
+  const EncodingTally tally = check_encodings(*tokenizer, cases);
+  const size_t passed = tally.passed, with_special = tally.with_special;
   // The strings must reach the special-token path: control tokens cut out only with parse_special.
   CHECK(with_special >= 3);
 
@@ -188,20 +200,10 @@ TEST_CASE("the Gemma 3 vocabulary of the real 270M file tokenizes and renders ex
   CHECK_FALSE(tokenizer->add_space_prefix());
   REQUIRE(tokenizer->n_vocab() == golden.at("n_vocab").get<int32_t>());
 
-  size_t passed = 0, with_special = 0;
   const auto& cases = golden.at("cases");
   REQUIRE(cases.size() >= 100);
-  for (const auto& test_case : cases) {
-    const std::string text = test_case.at("text");
-    const bool parse_special = test_case.at("parse_special");
-    const std::vector<int32_t> expected = test_case.at("ids");
-    const std::vector<int32_t> ids = tokenizer->encode(text, /*add_special=*/true, parse_special);
-    CHECK_MESSAGE(ids == expected, "'", printable(text), "' parse_special ", parse_special, "\n  got      [",
-                  fmt::format("{}", fmt::join(ids, " ")), "]\n  expected [",
-                  fmt::format("{}", fmt::join(expected, " ")), "]");
-    if (ids == expected) ++passed;
-    if (parse_special && ids.size() < tokenizer->encode(text, true, false).size()) ++with_special;
-  }
+  const EncodingTally tally = check_encodings(*tokenizer, cases);
+  const size_t passed = tally.passed, with_special = tally.with_special;
   // The turn markers are control tokens: cut out only with parse_special.
   CHECK(with_special >= 3);
 

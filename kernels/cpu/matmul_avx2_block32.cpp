@@ -159,14 +159,14 @@ void row_tile(const MatmulProblem& problem, int64_t n, int n_valid, int64_t m) {
 // ---------------------------------------------------------------- the panel kernel (many activation rows)
 
 // Block b of 8 weight rows, interleaved: chunk c holds elements 4c..4c+3 of row 0, then of row 1, ... row 7.
-struct alignas(32) PanelBlock {
+struct alignas(32) Block32Panel {
   uint32_t chunks[8][8];  // [chunk, row] 4 raw bytes each
   float scales[8];        // [row] d_w
   float mins[8];          // [row] m_w (formats with a min)
 };
 
 template <typename Format>
-void build_panel(const MatmulProblem& problem, int64_t n, int n_valid, PanelBlock* panel /* [K / 32] */) {
+void build_panel(const MatmulProblem& problem, int64_t n, int n_valid, Block32Panel* panel /* [K / 32] */) {
   using WeightBlock = typename Format::WeightBlock;
   const int64_t n_blocks = problem.n_cols / 32;
   for (int j = 0; j < 8; ++j) {
@@ -187,14 +187,14 @@ void build_panel(const MatmulProblem& problem, int64_t n, int n_valid, PanelBloc
 }
 
 template <typename Format, int kRows>
-void panel_tile(const MatmulProblem& problem, const PanelBlock* panel, int64_t n, int n_valid, int64_t m) {
+void panel_tile(const MatmulProblem& problem, const Block32Panel* panel, int64_t n, int n_valid, int64_t m) {
   const int64_t n_blocks = problem.n_cols / 32;
   ActivationRow<Format> activations[kRows];
   for (int r = 0; r < kRows; ++r) activations[r] = ActivationRow<Format>(problem, m + r);
   __m256 acc[kRows];
   for (int r = 0; r < kRows; ++r) acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < n_blocks; ++b) {
-    const PanelBlock& block = panel[b];
+    const Block32Panel& block = panel[b];
     // Two partial sums per row halve the dependency chain of the dot products.
     __m256i even[kRows], odd[kRows];
     for (int r = 0; r < kRows; ++r) even[r] = odd[r] = _mm256_setzero_si256();
@@ -216,36 +216,23 @@ void panel_tile(const MatmulProblem& problem, const PanelBlock* panel, int64_t n
   for (int r = 0; r < kRows; ++r) store_rows(problem.output + (m + r) * problem.n_rows + n, acc[r], n_valid);
 }
 
+// The row and panel kernels of one format, for quantized_row_range.
 template <typename Format>
-void block32_row_range(const MatmulProblem& problem, int64_t n_begin, int64_t n_end) {
-  const int64_t n_rows_total = problem.n_activation_rows;
-  if (n_rows_total < kPanelMinRows) {
-    for (int64_t n = n_begin; n < n_end; n += 8) {
-      const int n_valid = static_cast<int>(std::min<int64_t>(8, n_end - n));
-      for_each_tile(0, n_rows_total, [&](int64_t m, auto rows) {
-        row_tile<Format, decltype(rows)::value>(problem, n, n_valid, m);
-      });
-    }
-    return;
+struct Block32Kernels {
+  using PanelBlock = Block32Panel;
+  static constexpr int64_t kBlockElements = 32;
+  template <int kRows>
+  static void rows(const MatmulProblem& problem, int64_t n, int n_valid, int64_t m) {
+    row_tile<Format, kRows>(problem, n, n_valid, m);
   }
-  // One panel per thread, reused across calls; it only grows.
-  thread_local std::vector<PanelBlock> panel;
-  const size_t n_blocks = static_cast<size_t>(problem.n_cols / 32);
-  if (panel.size() < n_blocks) panel.resize(n_blocks);
-  // Chunks of activation rows that stay in L2 while every panel of the range passes over them.
-  const int64_t rows_per_chunk =
-      std::max<int64_t>(kPanelMinRows, static_cast<int64_t>(kActivationChunkBytes / problem.activation_row_bytes));
-  for (int64_t chunk_begin = 0; chunk_begin < n_rows_total; chunk_begin += rows_per_chunk) {
-    const int64_t chunk_end = std::min(n_rows_total, chunk_begin + rows_per_chunk);
-    for (int64_t n = n_begin; n < n_end; n += 8) {
-      const int n_valid = static_cast<int>(std::min<int64_t>(8, n_end - n));
-      build_panel<Format>(problem, n, n_valid, panel.data());
-      for_each_tile(chunk_begin, chunk_end, [&](int64_t m, auto rows) {
-        panel_tile<Format, decltype(rows)::value>(problem, panel.data(), n, n_valid, m);
-      });
-    }
+  static void build(const MatmulProblem& problem, int64_t n, int n_valid, Block32Panel* panel) {
+    build_panel<Format>(problem, n, n_valid, panel);
   }
-}
+  template <int kRows>
+  static void panel_rows(const MatmulProblem& problem, const Block32Panel* panel, int64_t n, int n_valid, int64_t m) {
+    panel_tile<Format, kRows>(problem, panel, n, n_valid, m);
+  }
+};
 
 #if !PAGEDLLM_MATMUL_HAS_VNNI
 // ---------------------------------------------------------------- Q8_0 without VNNI
@@ -309,13 +296,13 @@ struct SignedQ8Tile {
 
 RowRangeKernel simd_block32_row_kernel(GgmlType weight_type) {
   switch (weight_type) {
-    case GgmlType::Q4_0: return block32_row_range<Q4_0Raw>;
-    case GgmlType::Q4_1: return block32_row_range<Q4_1Raw>;
-    case GgmlType::Q5_0: return block32_row_range<Q5_0Raw>;
-    case GgmlType::Q5_1: return block32_row_range<Q5_1Raw>;
+    case GgmlType::Q4_0: return quantized_row_range<Block32Kernels<Q4_0Raw>>;
+    case GgmlType::Q4_1: return quantized_row_range<Block32Kernels<Q4_1Raw>>;
+    case GgmlType::Q5_0: return quantized_row_range<Block32Kernels<Q5_0Raw>>;
+    case GgmlType::Q5_1: return quantized_row_range<Block32Kernels<Q5_1Raw>>;
     case GgmlType::Q8_0:
 #if PAGEDLLM_MATMUL_HAS_VNNI
-      return block32_row_range<Q8_0Raw>;
+      return quantized_row_range<Block32Kernels<Q8_0Raw>>;
 #else
       return run_row_range<SignedQ8Tile>;
 #endif

@@ -7,6 +7,9 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/matmul_kernels.h"
 
 namespace pagedllm::matmul_detail {
 
@@ -114,6 +117,41 @@ inline __m256i broadcast_4_bytes(const int8_t* p) {
   int32_t word;
   std::memcpy(&word, p, 4);
   return _mm256_set1_epi32(word);
+}
+
+// The loop of the quantized kernel families (matmul_avx2_block32.cpp, matmul_avx2_kquants.cpp). Under
+// kPanelMinRows activation rows, Kernels::rows<R> on groups of 8 weight rows; from there on, for each L2-sized chunk
+// of activation rows, Kernels::build fills a panel for a group of 8 weight rows and Kernels::panel_rows<R> sweeps
+// every tile of the chunk over it. Kernels also names its PanelBlock and kBlockElements (elements per weight block).
+template <typename Kernels>
+void quantized_row_range(const MatmulProblem& problem, int64_t n_begin, int64_t n_end) {
+  const int64_t n_rows_total = problem.n_activation_rows;
+  if (n_rows_total < kPanelMinRows) {
+    for (int64_t n = n_begin; n < n_end; n += 8) {
+      const int n_valid = static_cast<int>(std::min<int64_t>(8, n_end - n));
+      for_each_tile(0, n_rows_total, [&](int64_t m, auto rows) {
+        Kernels::template rows<decltype(rows)::value>(problem, n, n_valid, m);
+      });
+    }
+    return;
+  }
+  // One panel per thread, reused across calls; it only grows.
+  thread_local std::vector<typename Kernels::PanelBlock> panel;
+  const size_t n_blocks = static_cast<size_t>(problem.n_cols / Kernels::kBlockElements);
+  if (panel.size() < n_blocks) panel.resize(n_blocks);
+  // Chunks of activation rows that stay in L2 while every panel of the range passes over them.
+  const int64_t rows_per_chunk =
+      std::max<int64_t>(kPanelMinRows, static_cast<int64_t>(kActivationChunkBytes / problem.activation_row_bytes));
+  for (int64_t chunk_begin = 0; chunk_begin < n_rows_total; chunk_begin += rows_per_chunk) {
+    const int64_t chunk_end = std::min(n_rows_total, chunk_begin + rows_per_chunk);
+    for (int64_t n = n_begin; n < n_end; n += 8) {
+      const int n_valid = static_cast<int>(std::min<int64_t>(8, n_end - n));
+      Kernels::build(problem, n, n_valid, panel.data());
+      for_each_tile(chunk_begin, chunk_end, [&](int64_t m, auto rows) {
+        Kernels::template panel_rows<decltype(rows)::value>(problem, panel.data(), n, n_valid, m);
+      });
+    }
+  }
 }
 
 }  // namespace pagedllm::matmul_detail

@@ -278,44 +278,31 @@ void panel_tile(const MatmulProblem& problem, const KPanelBlock* panel, int64_t 
   for (int r = 0; r < kRows; ++r) store_rows(problem.output + (m + r) * problem.n_rows + n, acc[r], n_valid);
 }
 
+// The row and panel kernels of one format, for quantized_row_range.
 template <typename Format>
-void kquant_row_range(const MatmulProblem& problem, int64_t n_begin, int64_t n_end) {
-  const int64_t n_rows_total = problem.n_activation_rows;
-  if (n_rows_total < kPanelMinRows) {
-    for (int64_t n = n_begin; n < n_end; n += 8) {
-      const int n_valid = static_cast<int>(std::min<int64_t>(8, n_end - n));
-      for_each_tile(0, n_rows_total, [&](int64_t m, auto rows) {
-        row_tile<Format, decltype(rows)::value>(problem, n, n_valid, m);
-      });
-    }
-    return;
+struct KQuantKernels {
+  using PanelBlock = KPanelBlock;
+  static constexpr int64_t kBlockElements = 256;
+  template <int kRows>
+  static void rows(const MatmulProblem& problem, int64_t n, int n_valid, int64_t m) {
+    row_tile<Format, kRows>(problem, n, n_valid, m);
   }
-  // One panel per thread, reused across calls; it only grows.
-  thread_local std::vector<KPanelBlock> panel;
-  const size_t n_blocks = static_cast<size_t>(problem.n_cols / 256);
-  if (panel.size() < n_blocks) panel.resize(n_blocks);
-  // Chunks of activation rows that stay in L2 while every panel of the range passes over them.
-  const int64_t rows_per_chunk =
-      std::max<int64_t>(kPanelMinRows, static_cast<int64_t>(kActivationChunkBytes / problem.activation_row_bytes));
-  for (int64_t chunk_begin = 0; chunk_begin < n_rows_total; chunk_begin += rows_per_chunk) {
-    const int64_t chunk_end = std::min(n_rows_total, chunk_begin + rows_per_chunk);
-    for (int64_t n = n_begin; n < n_end; n += 8) {
-      const int n_valid = static_cast<int>(std::min<int64_t>(8, n_end - n));
-      build_panel<Format>(problem, n, n_valid, panel.data());
-      for_each_tile(chunk_begin, chunk_end, [&](int64_t m, auto rows) {
-        panel_tile<Format, decltype(rows)::value>(problem, panel.data(), n, n_valid, m);
-      });
-    }
+  static void build(const MatmulProblem& problem, int64_t n, int n_valid, PanelBlock* panel) {
+    build_panel<Format>(problem, n, n_valid, panel);
   }
-}
+  template <int kRows>
+  static void panel_rows(const MatmulProblem& problem, const PanelBlock* panel, int64_t n, int n_valid, int64_t m) {
+    panel_tile<Format, kRows>(problem, panel, n, n_valid, m);
+  }
+};
 
 }  // namespace
 
 RowRangeKernel simd_kquant_row_kernel(GgmlType weight_type) {
   switch (weight_type) {
-    case GgmlType::Q4_K: return kquant_row_range<Q4KRaw<false>>;
-    case GgmlType::Q5_K: return kquant_row_range<Q4KRaw<true>>;
-    case GgmlType::Q6_K: return kquant_row_range<Q6KRaw>;
+    case GgmlType::Q4_K: return quantized_row_range<KQuantKernels<Q4KRaw<false>>>;
+    case GgmlType::Q5_K: return quantized_row_range<KQuantKernels<Q4KRaw<true>>>;
+    case GgmlType::Q6_K: return quantized_row_range<KQuantKernels<Q6KRaw>>;
     default: return nullptr;
   }
 }
