@@ -131,6 +131,21 @@ MUTANTS = [
      '{"qwen2", RopeLayout::Norm,',
      "test_golden|test_model_config",
      "qwen2 rotates adjacent pairs like llama instead of the NEOX halves"),
+    ("panel-odd-chunk", "kernels/cpu/matmul_avx2_block32.cpp",
+     "        odd[r] = accumulate_u8_i8(odd[r], q1, broadcast_4_bytes(a + 4));",
+     "        odd[r] = accumulate_u8_i8(odd[r], q1, broadcast_4_bytes(a));",
+     "test_matmul",
+     "the prefill panel pairs every odd chunk of weights with the even chunk's activations"),
+    ("row-min-from-scale", "kernels/cpu/matmul_avx2_block32.cpp",
+     "weight_mins = gather_halves(rows, b, &WeightBlock::m);",
+     "weight_mins = gather_halves(rows, b, &WeightBlock::d);",
+     "test_matmul",
+     "the decode kernel of Q4_1/Q5_1 takes each block's min from its scale field"),
+    ("kquant-correction-pair", "kernels/cpu/matmul_avx2_kquants.cpp",
+     "static_cast<uint16_t>(w.corrections[2 * p + 1])",
+     "static_cast<uint16_t>(w.corrections[2 * p])",
+     "test_matmul",
+     "the K-quant panel uses one 16-element group's coefficient for both groups of a pair (Q6_K offsets)"),
 ]
 
 
