@@ -7,8 +7,6 @@
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
 
-#include <type_traits>
-
 #include "kernels/cpu/matmul_avx2_common.h"
 #include "tensor/float16.h"
 #include "tensor/quant_blocks.h"
